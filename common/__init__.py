@@ -1,0 +1,1 @@
+"""Code shared by every gatehouse service: configuration, logging, internal calls."""
