@@ -1,0 +1,307 @@
+"""agentctl: the operator's command line for agents, keys and certificates.
+
+It works on the same database, Redis and data folder as the running services,
+read from the same environment variables (see docs/identity.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import secrets
+import sys
+from collections.abc import Sequence
+
+PROGRAM = "agentctl"
+
+
+class CommandError(Exception):
+    """A command failed; the message is printed as the one error line."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line on stderr."""
+
+    def error(self, message: str):
+        self.exit(2, f"{PROGRAM}: error: {message} (see {self.prog} --help)\n")
+
+
+def _identity():
+    from gatehouse.common.config import load_settings
+    from gatehouse.identity.config import load_identity_config
+    from gatehouse.identity.database import upgrade_database
+
+    settings = load_settings()
+    config = load_identity_config(settings.data_dir)
+    # Idempotent, so a new database gets its tables and an existing one any
+    # revision it lacks before agentctl touches it.
+    upgrade_database(config.database_url)
+    return settings, config
+
+
+def _agent_service(redis_client=None):
+    from gatehouse.identity.app import build_agent_service
+
+    settings, config = _identity()
+    return settings, build_agent_service(config, settings, redis_client)
+
+
+def _find_agent(service, login: str):
+    agent = service.repository.find_by_login(login)
+    if agent is None:
+        raise CommandError(f"no agent has the login {login!r}")
+    return agent
+
+
+def generate_password() -> str:
+    """Return a 20-character URL-safe password (120 random bits)."""
+    return secrets.token_urlsafe(15)
+
+
+def command_agent_add(args: argparse.Namespace) -> None:
+    from gatehouse.identity.interfaces import IdentityError
+
+    if args.password_stdin:
+        # Only the line break that ends the line is removed; spaces stay.
+        password = sys.stdin.readline().removesuffix("\n").removesuffix("\r")
+    else:
+        password = args.password
+    generated = password is None
+    if generated:
+        password = generate_password()
+
+    _, service = _agent_service()
+    try:
+        agent = service.create_agent(
+            args.login, args.email, args.first_name, args.last_name, password
+        )
+    except IdentityError as error:
+        raise CommandError(str(error)) from error
+
+    print(f"created agent {agent.login!r} with id {agent.id}")
+    if agent.must_change_password:
+        print("the agent must change the password at the first login")
+    if generated:
+        print("initial password (shown once, on the next line):")
+        print(password)
+
+
+def command_agent_list(args: argparse.Namespace) -> None:
+    _, service = _agent_service()
+    agents = service.repository.list()
+    if not agents:
+        print("no agents")
+        return
+    print(f"{'id':>5}  {'login':<20} {'email':<32} name")
+    for agent in agents:
+        flag = "  (must change password)" if agent.must_change_password else ""
+        print(
+            f"{agent.id:>5}  {agent.login:<20} {agent.email:<32} "
+            f"{agent.first_name} {agent.last_name}{flag}"
+        )
+
+
+def command_agent_unlock(args: argparse.Namespace) -> None:
+    from gatehouse.common.ratelimit import FailureThrottle
+    from gatehouse.common.redis_store import connect
+    from gatehouse.identity.throttling import (
+        LOGIN_THROTTLE_PREFIX,
+        RESET_THROTTLE_PREFIX,
+        login_throttle_key,
+    )
+
+    settings, service = _agent_service()
+    agent = _find_agent(service, args.login)
+    client = connect(settings.redis_url)
+    removed = 0
+    for prefix in (LOGIN_THROTTLE_PREFIX, RESET_THROTTLE_PREFIX):
+        throttle = FailureThrottle(client, settings.redis_prefix + prefix)
+        removed += throttle.clear([login_throttle_key(agent.login)])
+    # NOTE: per-IP and global windows are shared with other agents and stay.
+    print(f"unlocked agent {agent.login!r} ({removed} throttle window(s) cleared)")
+
+
+def command_agent_reset_2fa(args: argparse.Namespace) -> None:
+    _, service = _agent_service()
+    agent = _find_agent(service, args.login)
+    try:
+        from gatehouse.otp.admin import reset_factor
+    except ImportError as error:
+        raise CommandError(f"the OTP package is not installed: {error}") from error
+
+    if reset_factor(agent.id):
+        print(
+            f"removed the second factor of {agent.login!r}; the next login sets "
+            "one up again"
+        )
+    else:
+        print(f"agent {agent.login!r} had no second factor; nothing to remove")
+
+
+def _import_key(
+    module_name: str, function_name: str, path: str, description: str
+) -> None:
+    import importlib
+
+    try:
+        keystore = importlib.import_module(module_name)
+    except ImportError as error:
+        raise CommandError(f"the mailer package is not installed: {error}") from error
+    importer = getattr(keystore, function_name)
+    key_error = getattr(keystore, "KeyImportError", ())
+    try:
+        result = importer(path)
+    except key_error as error:
+        raise CommandError(
+            f"{description} import from {path} failed: {error}"
+        ) from error
+    print(f"imported {description}: {result}")
+
+
+def command_pgp_import(args: argparse.Namespace) -> None:
+    _import_key(
+        "gatehouse.mailer.keystore", "import_pgp_key", args.file, "PGP public key"
+    )
+
+
+def command_smime_import(args: argparse.Namespace) -> None:
+    _import_key(
+        "gatehouse.mailer.keystore",
+        "import_smime_certificate",
+        args.file,
+        "S/MIME certificate",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(
+        prog=PROGRAM,
+        description="Manage gatehouse agents, PGP keys and S/MIME certificates. "
+        "Settings come from the same environment variables as the services "
+        "(GATEHOUSE_DATA_DIR, IDENTITY_DATABASE_URL, REDIS_URL, ...).",
+    )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="print log lines (INFO and above) on stderr",
+    )
+    groups = parser.add_subparsers(
+        dest="group", required=True, metavar="GROUP", parser_class=OneLineParser
+    )
+
+    agent = groups.add_parser("agent", help="create, list, unlock agents; reset 2FA")
+    agent_commands = agent.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=OneLineParser
+    )
+
+    add = agent_commands.add_parser(
+        "add",
+        help="create an agent",
+        description="Create an agent. Without --password a random password is "
+        "generated and printed alone on the last line of the output.",
+    )
+    add.add_argument(
+        "login", metavar="LOGIN", help="login name, unique regardless of case"
+    )
+    add.add_argument(
+        "--email",
+        required=True,
+        metavar="ADDR",
+        help="email address for reset links, tokens and notices",
+    )
+    add.add_argument("--first-name", required=True, metavar="NAME")
+    add.add_argument("--last-name", required=True, metavar="NAME")
+    source = add.add_mutually_exclusive_group()
+    source.add_argument(
+        "--password",
+        metavar="PW",
+        help="initial password, used exactly as given (spaces "
+        "included); it must pass the password policy. Other users "
+        "can see command lines, so prefer --password-stdin",
+    )
+    source.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the initial password from the first line of standard input",
+    )
+    add.set_defaults(handler=command_agent_add)
+
+    listing = agent_commands.add_parser("list", help="list every agent")
+    listing.set_defaults(handler=command_agent_list)
+
+    unlock = agent_commands.add_parser(
+        "unlock",
+        help="lift a lockout after failed logins",
+        description="Clear the failed-login and reset-request throttles of one "
+        "login. Per-address and service-wide throttles are left alone.",
+    )
+    unlock.add_argument("login", metavar="LOGIN")
+    unlock.set_defaults(handler=command_agent_unlock)
+
+    reset_2fa = agent_commands.add_parser(
+        "reset-2fa",
+        help="remove the agent's second factor",
+        description="Remove the second factor, recovery codes and remembered "
+        "devices of one agent, so the next login sets a factor up again.",
+    )
+    reset_2fa.add_argument("login", metavar="LOGIN")
+    reset_2fa.set_defaults(handler=command_agent_reset_2fa)
+
+    pgp = groups.add_parser("pgp", help="manage PGP public keys")
+    pgp_commands = pgp.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=OneLineParser
+    )
+    pgp_import = pgp_commands.add_parser(
+        "import", help="import an ASCII-armoured PGP public key"
+    )
+    pgp_import.add_argument("file", metavar="FILE")
+    pgp_import.set_defaults(handler=command_pgp_import)
+
+    smime = groups.add_parser("smime", help="manage S/MIME certificates")
+    smime_commands = smime.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=OneLineParser
+    )
+    smime_import = smime_commands.add_parser(
+        "import", help="import a PEM X.509 certificate"
+    )
+    smime_import.add_argument("file", metavar="FILE")
+    smime_import.set_defaults(handler=command_smime_import)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.CRITICAL + 1,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        args.handler(args)
+    except CommandError as error:
+        return _fail(str(error))
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+    except Exception as error:  # noqa: BLE001 - one line instead of a traceback
+        if args.verbose:
+            logging.getLogger(PROGRAM).exception("agentctl.failed")
+        return _fail(_describe(error))
+    return 0
+
+
+def _describe(error: Exception) -> str:
+    from gatehouse.common.config import ConfigError
+
+    if isinstance(error, ConfigError):
+        return f"invalid configuration: {error}"
+    text = " ".join(str(error).split()) or type(error).__name__
+    return f"{type(error).__name__}: {text[:300]} (rerun with --verbose for details)"
+
+
+def _fail(message: str, status: int = 1) -> int:
+    print(f"{PROGRAM}: error: {' '.join(message.split())}", file=sys.stderr)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

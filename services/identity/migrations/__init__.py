@@ -1,0 +1,5 @@
+"""Alembic migrations of the identity database."""
+
+from gatehouse.identity.database import upgrade_database
+
+__all__ = ["upgrade_database"]
