@@ -127,3 +127,4 @@ def configure_logging(service: str, log_format: str, level: str = "INFO") -> Non
     root.setLevel(level)
     # pika logs every heartbeat and frame at INFO; its warnings still show.
     logging.getLogger("pika").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)

@@ -138,7 +138,7 @@ class Topology:
                 },
             )
 
-    def queue_names(self, delays: list[int] = ()) -> list[str]:
+    def queue_names(self, delays: tuple[int, ...] | list[int] = ()) -> list[str]:
         """Return every queue name under the prefix (for clean-up in tests)."""
         retry = [self.retry_queue(delay) for delay in sorted(set(delays))]
         return [self.queue, self.dead_queue, *retry]

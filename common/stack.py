@@ -26,6 +26,11 @@ from .logs import configure_logging
 log = logging.getLogger("gatehouse.stack")
 
 STOP_TIMEOUT = 15.0
+# The module of each service that offers upgrade_database() (Alembic, to head).
+MIGRATIONS = {
+    "identity": "gatehouse.identity.database",
+    "otp": "gatehouse.otp.migrations",
+}
 READY_TIMEOUT = 60.0
 
 
@@ -120,9 +125,8 @@ def plan_children() -> list[Child]:
 
 def migrate() -> None:
     """Upgrade the identity and OTP databases to the newest Alembic revision."""
-    for service in ("identity", "otp"):
-        module = importlib.import_module(f"gatehouse.{service}.migrations")
-        module.upgrade_database()
+    for service, module_name in MIGRATIONS.items():
+        importlib.import_module(module_name).upgrade_database()
         log.info("stack.migrated", extra={"database": service})
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import email
 import email.policy
+import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
 
@@ -25,11 +27,17 @@ class _Handler:
         self.sink = sink
 
     async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd API
-        message = email.message_from_bytes(envelope.original_content or envelope.content,
-                                           policy=email.policy.default)
-        self.sink._add(ReceivedMail(envelope.mail_from, list(envelope.rcpt_tos),
-                                    envelope.original_content or envelope.content,
-                                    message))
+        message = email.message_from_bytes(
+            envelope.original_content or envelope.content, policy=email.policy.default
+        )
+        self.sink._add(
+            ReceivedMail(
+                envelope.mail_from,
+                list(envelope.rcpt_tos),
+                envelope.original_content or envelope.content,
+                message,
+            )
+        )
         return "250 Message accepted"
 
 
@@ -43,9 +51,15 @@ class SmtpSink:
         self.port = 0
 
     def start(self) -> SmtpSink:
-        self._controller = Controller(_Handler(self), hostname="127.0.0.1", port=0)
+        # aiosmtpd connects to its own port to check it started, so it needs a
+        # real port number rather than 0.
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self._controller = Controller(
+            _Handler(self), hostname="127.0.0.1", port=self.port
+        )
         self._controller.start()
-        self.port = self._controller.server.sockets[0].getsockname()[1]
         return self
 
     def stop(self) -> None:
@@ -59,17 +73,30 @@ class SmtpSink:
 
     def mails_to(self, address: str) -> list[ReceivedMail]:
         with self._condition:
-            return [m for m in self._mails
-                    if address.lower() in (r.lower() for r in m.recipients)]
+            return [
+                m
+                for m in self._mails
+                if address.lower() in (r.lower() for r in m.recipients)
+            ]
 
-    def wait_for(self, address: str, count: int = 1,
-                 timeout: float = 20.0) -> list[ReceivedMail]:
-        """Return the first ``count`` mails to ``address``; fail after ``timeout``."""
+    def wait_for(
+        self,
+        address: str,
+        count: int = 1,
+        timeout: float = 20.0,
+        matching: Callable[[ReceivedMail], bool] | None = None,
+    ) -> list[ReceivedMail]:
+        """Return the first ``count`` mails to ``address`` that ``matching``
+        accepts; fail after ``timeout``."""
         deadline = time.monotonic() + timeout
         with self._condition:
             while True:
-                mails = [m for m in self._mails
-                         if address.lower() in (r.lower() for r in m.recipients)]
+                mails = [
+                    m
+                    for m in self._mails
+                    if address.lower() in (r.lower() for r in m.recipients)
+                    and (matching is None or matching(m))
+                ]
                 if len(mails) >= count:
                     return mails
                 remaining = deadline - time.monotonic()

@@ -47,8 +47,12 @@ def free_port_range(count: int) -> int:
 class LocalStack:
     """gateway, identity, N OTP replicas and the mailer, on loopback."""
 
-    def __init__(self, smtp_port: int | None, otp_replicas: int = 1,
-                 extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        smtp_port: int | None,
+        otp_replicas: int = 1,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.run_id = uuid.uuid4().hex[:12]
         self.data_dir = Path(tempfile.mkdtemp(prefix=f"gatehouse-{self.run_id}-"))
         self.redis_prefix = f"test-{self.run_id}:"
@@ -84,8 +88,9 @@ class LocalStack:
 
     @property
     def otp_urls(self) -> list[str]:
-        return [f"http://127.0.0.1:{self.otp_port + k}"
-                for k in range(self.otp_replicas)]
+        return [
+            f"http://127.0.0.1:{self.otp_port + k}" for k in range(self.otp_replicas)
+        ]
 
     @property
     def identity_url(self) -> str:
@@ -96,7 +101,10 @@ class LocalStack:
         self._log_file = log
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gatehouse.common.stack", "run"],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=CHECKOUT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=CHECKOUT,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -114,8 +122,9 @@ class LocalStack:
 
     def log_tail(self, lines: int = 60) -> str:
         try:
-            return "\n".join(self.log_path.read_text(errors="replace")
-                             .splitlines()[-lines:])
+            return "\n".join(
+                self.log_path.read_text(errors="replace").splitlines()[-lines:]
+            )
         except OSError:
             return "(no log)"
 
@@ -125,12 +134,16 @@ class LocalStack:
         secrets_file = self.data_dir / "dev-secrets.json"
         return json.loads(secrets_file.read_text())["GATEHOUSE_SERVICE_TOKEN"]
 
-    def agentctl(self, *arguments: str, check: bool = False,
-                 extra_env: dict | None = None) -> subprocess.CompletedProcess:
+    def agentctl(
+        self, *arguments: str, check: bool = False, extra_env: dict | None = None
+    ) -> subprocess.CompletedProcess:
         return subprocess.run(
             [str(VENV_BIN / "agentctl"), *arguments],
-            env={**self.env, **(extra_env or {})}, capture_output=True, text=True,
-            timeout=60, check=check,
+            env={**self.env, **(extra_env or {})},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=check,
         )
 
     def stop(self) -> None:
@@ -147,27 +160,33 @@ class LocalStack:
 
     def cleanup_servers(self) -> None:
         """Delete this stack's Redis keys, RabbitMQ queues and exchanges."""
-        client = redis.Redis.from_url(self.env.get("REDIS_URL",
-                                                   "redis://127.0.0.1:6379/0"))
+        client = redis.Redis.from_url(
+            self.env.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+        )
         for key in client.scan_iter(match=f"{self.redis_prefix}*", count=500):
             client.delete(key)
-        delete_amqp_names(self.env.get("AMQP_URL",
-                                       "amqp://guest:guest@127.0.0.1:5672/%2F"),
-                          self.amqp_prefix)
+        delete_amqp_names(
+            self.env.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F"),
+            self.amqp_prefix,
+        )
 
 
 def _list_names(kind: str) -> list[str]:
-    result = subprocess.run(["rabbitmqctl", "-q", f"list_{kind}", "name"],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        ["rabbitmqctl", "-q", f"list_{kind}", "name"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     return [line.strip() for line in result.stdout.splitlines() if line.strip()]
 
 
 def delete_amqp_names(amqp_url: str, prefix: str) -> None:
     """Delete every queue and exchange whose name starts with ``prefix``."""
-    queues = [name for name in _list_names("queues")
-              if name.startswith(prefix + ".")]
-    exchanges = [name for name in _list_names("exchanges")
-                 if name.startswith(prefix + ".")]
+    queues = [name for name in _list_names("queues") if name.startswith(prefix + ".")]
+    exchanges = [
+        name for name in _list_names("exchanges") if name.startswith(prefix + ".")
+    ]
     connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
     try:
         channel = connection.channel()

@@ -80,8 +80,9 @@ class Browser:
         self.page: Page | None = None
 
     def get(self, path: str, **kwargs) -> Page:
-        self.page = Page(self.session.get(urljoin(self.base_url, path), timeout=30,
-                                          **kwargs))
+        self.page = Page(
+            self.session.get(urljoin(self.base_url, path), timeout=30, **kwargs)
+        )
         return self.page
 
     def post(self, path: str, data: dict, csrf: bool = True, **kwargs) -> Page:
@@ -89,8 +90,11 @@ class Browser:
         form = dict(data)
         if csrf:
             form["csrf_token"] = self.page.csrf_token
-        self.page = Page(self.session.post(urljoin(self.base_url, path), data=form,
-                                           timeout=30, **kwargs))
+        self.page = Page(
+            self.session.post(
+                urljoin(self.base_url, path), data=form, timeout=30, **kwargs
+            )
+        )
         return self.page
 
     def login(self, login: str, password: str) -> Page:
@@ -103,8 +107,9 @@ def totp_now(secret: str, offset_steps: int = 0) -> str:
     arguments = ["oathtool", "--totp", "-b", secret]
     if offset_steps:
         arguments.append(f"--now=now {offset_steps * 30:+d} seconds")
-    return subprocess.run(arguments, capture_output=True, text=True,
-                          check=True).stdout.strip()
+    return subprocess.run(
+        arguments, capture_output=True, text=True, check=True
+    ).stdout.strip()
 
 
 def text_part(message) -> str:
@@ -123,3 +128,11 @@ def reset_link_in(message) -> str:
     links = RESET_LINK_PATTERN.findall(text_part(message))
     assert len(links) == 1, f"expected one reset link, found {len(links)}"
     return links[0]
+
+
+def is_reset_mail(mail) -> bool:
+    return bool(RESET_LINK_PATTERN.search(text_part(mail.message)))
+
+
+def is_token_mail(mail) -> bool:
+    return bool(TOKEN_PATTERN.search(text_part(mail.message)))

@@ -1,0 +1,133 @@
+"""Personalization → Security: factor, password, recovery codes, browsers, sessions."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import current_app, flash, redirect, session, url_for
+
+from .blueprint import blueprint
+from .flow import (
+    STAGE_DONE,
+    client_ip,
+    expect,
+    identity,
+    otp,
+    record_audit,
+    render_page,
+    requires_stage,
+    user_agent,
+)
+from .forms import ActionForm, ChangePasswordForm, MethodForm
+
+log = logging.getLogger(__name__)
+
+AUDIT_EVENTS_SHOWN = 20
+
+
+def _security_page(
+    password_form: ChangePasswordForm, status: int = 200, error: str | None = None
+):
+    agent_id = session["agent_id"]
+    factor = expect(otp().get(f"/v1/factors/{agent_id}"), 200)
+    encryption = expect(otp().get(f"/v1/encryption/{session['email']}"), 200)
+    events = expect(
+        identity().get(f"/v1/agents/{agent_id}/audit?limit={AUDIT_EVENTS_SHOWN}"), 200
+    )
+    return render_page(
+        "security.html",
+        "security",
+        status=status,
+        factor=factor,
+        encryption=encryption.get("method"),
+        events=events.get("events", []),
+        password_form=password_form,
+        method_form=MethodForm(),
+        action_form=ActionForm(),
+        recovery_codes=session.pop("recovery_codes", None),
+        error=error,
+    )
+
+
+@blueprint.get("/preferences/security")
+@requires_stage(STAGE_DONE)
+def security():
+    return _security_page(ChangePasswordForm())
+
+
+@blueprint.post("/preferences/security/password")
+@requires_stage(STAGE_DONE)
+def security_password():
+    form = ChangePasswordForm()
+    if not form.validate_on_submit():
+        return _security_page(form, status=400)
+
+    agent_id = session["agent_id"]
+    response = identity().post(
+        f"/v1/agents/{agent_id}/password",
+        {
+            "current_password": form.current_password.data,
+            "new_password": form.new_password.data,
+            "new_password_confirm": form.new_password_confirm.data,
+            "client_ip": client_ip(),
+            "user_agent": user_agent(),
+        },
+    )
+    if response.status == 429:
+        retry_after = int(response.body.get("retry_after", 60))
+        page = _security_page(
+            form,
+            status=429,
+            error=f"Too many attempts. Please "
+            f"wait {retry_after} s before trying again.",
+        )
+        return page[0], 429, {"Retry-After": str(retry_after)}
+    if response.status in (400, 403):
+        return _security_page(form, status=400, error=response.body.get("message"))
+    expect(response, 200)
+
+    ended = current_app.extensions["session_store"].end_all(
+        agent_id, session.session_id
+    )
+    otp().delete(f"/v1/devices/{agent_id}")
+    session.rotate()
+    record_audit("sessions_ended", {"reason": "password_changed", "count": ended})
+    flash("Your password has been changed. Your other sessions were signed out.")
+    return redirect(url_for("agent.security"))
+
+
+@blueprint.post("/preferences/security/recovery-codes")
+@requires_stage(STAGE_DONE)
+def security_recovery_codes():
+    if not ActionForm().validate_on_submit():
+        return redirect(url_for("agent.security"))
+    agent_id = session["agent_id"]
+    answer = expect(otp().post(f"/v1/factors/{agent_id}/recovery-codes"), 200)
+    session["recovery_codes"] = answer.get("recovery_codes")
+    record_audit("recovery_codes_renewed")
+    flash("New recovery codes were created; the old ones no longer work.")
+    return redirect(url_for("agent.security"))
+
+
+@blueprint.post("/preferences/security/forget-browsers")
+@requires_stage(STAGE_DONE)
+def security_forget_browsers():
+    if not ActionForm().validate_on_submit():
+        return redirect(url_for("agent.security"))
+    response = otp().delete(f"/v1/devices/{session['agent_id']}")
+    expect(response, 204)
+    record_audit("browsers_forgotten")
+    flash("No browser is trusted any more; each will ask for the second factor.")
+    return redirect(url_for("agent.security"))
+
+
+@blueprint.post("/preferences/security/sign-out-everywhere")
+@requires_stage(STAGE_DONE)
+def security_sign_out_everywhere():
+    if not ActionForm().validate_on_submit():
+        return redirect(url_for("agent.security"))
+    agent_id = session["agent_id"]
+    record_audit("sessions_ended", {"reason": "sign_out_everywhere"})
+    current_app.extensions["session_store"].end_all(agent_id)
+    session.end()
+    return redirect(url_for("agent.login", signed_out=1))

@@ -1,0 +1,207 @@
+"""The login steps kept in the server session, and helpers every view shares.
+
+A session moves through the stages below; each page names the stages it serves,
+and any other page redirects to the page of the current stage. Because the stage
+lives only on the server, no URL can skip a step.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+
+from flask import current_app, redirect, render_template, request, session, url_for
+from gatehouse.common.internal import ServiceClient, ServiceResponse, ServiceUnavailable
+
+log = logging.getLogger(__name__)
+
+STAGE_CHANGE_PASSWORD = "change_password"
+STAGE_SETUP_2FA = "setup_2fa"
+STAGE_VERIFY_2FA = "verify_2fa"
+STAGE_DONE = "done"
+
+STAGE_ENDPOINTS = {
+    STAGE_CHANGE_PASSWORD: "agent.password_change",
+    STAGE_SETUP_2FA: "agent.twofa_setup",
+    STAGE_VERIFY_2FA: "agent.twofa_verify",
+    STAGE_DONE: "agent.dashboard",
+}
+
+
+def identity() -> ServiceClient:
+    return current_app.extensions["identity"]
+
+
+def otp() -> ServiceClient:
+    return current_app.extensions["otp"]
+
+
+def client_ip() -> str:
+    return request.remote_addr or ""
+
+
+def user_agent() -> str:
+    return (request.user_agent.string or "")[:200]
+
+
+def expect(response: ServiceResponse, *statuses: int) -> dict:
+    """Return the body if the status is expected; a service fault raises."""
+    if response.status not in statuses:
+        raise ServiceUnavailable(
+            f"unexpected answer {response.status} {response.body.get('error')!r}"
+        )
+    return response.body
+
+
+def render_page(template: str, page: str, status: int = 200, headers=None, **context):
+    return render_template(template, page=page, **context), status, headers or {}
+
+
+def throttled_page(template: str, page: str, retry_after: int, **context):
+    minutes, seconds = divmod(int(retry_after), 60)
+    wait = f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
+    message = f"Too many attempts. Please wait {wait} before trying again."
+    return render_page(
+        template,
+        page,
+        status=429,
+        headers={"Retry-After": str(int(retry_after))},
+        error=message,
+        **context,
+    )
+
+
+def current_stage() -> str | None:
+    if session.get("agent_id") is None:
+        return None
+    return session.get("stage")
+
+
+def redirect_to_stage():
+    stage = current_stage()
+    if stage is None:
+        return redirect(url_for("agent.login"))
+    return redirect(url_for(STAGE_ENDPOINTS[stage]))
+
+
+def requires_stage(*stages: str):
+    """Serve the view only in ``stages``; otherwise go to the current stage's page."""
+
+    def decorator(view):
+        @functools.wraps(view)
+        def wrapper(*args, **kwargs):
+            if current_stage() not in stages:
+                return redirect_to_stage()
+            return view(*args, **kwargs)
+
+        return wrapper
+
+    return decorator
+
+
+def record_audit(event: str, detail: dict | None = None) -> None:
+    """Store a security event in the identity service's audit log."""
+    agent_id = session.get("agent_id")
+    if agent_id is None:
+        return
+    try:
+        identity().post(
+            "/v1/audit",
+            {
+                "agent_id": agent_id,
+                "event": event,
+                "client_ip": client_ip(),
+                "user_agent": user_agent(),
+                "detail": detail or {},
+            },
+        )
+    except ServiceUnavailable:
+        # The action itself already happened; losing its audit line must not
+        # turn it into an error page, but it must not pass unseen either.
+        log.error("gateway.audit_lost", extra={"agent_id": agent_id, "event": event})
+
+
+def send_notice(event: str) -> None:
+    agent_id = session.get("agent_id")
+    try:
+        identity().post(f"/v1/agents/{agent_id}/notices", {"event": event})
+    except ServiceUnavailable:
+        log.error("gateway.notice_lost", extra={"agent_id": agent_id, "event": event})
+
+
+def start_session(agent: dict) -> None:
+    """Replace the anonymous session with a fresh one for ``agent``."""
+    session.clear()
+    session.rotate()
+    session["_created"] = time.time()
+    session["agent_id"] = agent["id"]
+    session["first_name"] = agent["first_name"]
+    session["last_name"] = agent["last_name"]
+    session["login"] = agent["login"]
+    session["email"] = agent["email"]
+
+
+def factor_of(agent_id: int) -> dict:
+    return expect(otp().get(f"/v1/factors/{agent_id}"), 200)
+
+
+def complete_login() -> None:
+    """Mark the login complete; the session id changes once more."""
+    session.rotate()
+    session["stage"] = STAGE_DONE
+    session.pop("method", None)
+    log.info("gateway.login_completed", extra={"agent_id": session["agent_id"]})
+
+
+def send_challenge() -> dict:
+    """Ask the OTP service to send an email token; return its answer."""
+    response = otp().post(
+        "/v1/challenges",
+        {
+            "agent_id": session["agent_id"],
+            "email": session["email"],
+            "first_name": session["first_name"],
+            "client_ip": client_ip(),
+        },
+    )
+    if response.status == 503:
+        return {
+            "error": "mail_unavailable",
+            "message": "The code could not be sent. Please try again shortly.",
+        }
+    return expect(response, 200, 202, 429)
+
+
+def advance_after_password() -> None:
+    """Choose the stage after the password step (and the initial change)."""
+    factor = factor_of(session["agent_id"])
+    method = factor.get("method")
+    if method is None:
+        if current_app.config["REQUIRE_2FA"]:
+            session["stage"] = STAGE_SETUP_2FA
+        else:
+            complete_login()
+        return
+
+    device_token = request.cookies.get(current_app.config["DEVICE_COOKIE_NAME"])
+    if device_token and len(device_token) < 512:
+        answer = expect(
+            otp().post(
+                "/v1/devices/check",
+                {
+                    "agent_id": session["agent_id"],
+                    "device_token": device_token,
+                },
+            ),
+            200,
+        )
+        if answer.get("trusted"):
+            record_audit("second_factor_skipped", {"reason": "remembered_browser"})
+            complete_login()
+            return
+
+    session["stage"] = STAGE_VERIFY_2FA
+    session["method"] = method
+    if method == "email":
+        session["challenge"] = send_challenge()

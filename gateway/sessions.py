@@ -1,0 +1,165 @@
+"""Server-side browser sessions in Redis.
+
+The cookie carries only a random session id; Redis stores the session under a
+SHA-256 of that id, so a copy of Redis holds no usable cookie. Sessions end after
+an idle timeout (the Redis TTL, refreshed on every request) and an absolute
+timeout counted from the login. Every session of an agent is indexed, so a
+password change or "sign out everywhere" can end them all on the server.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import secrets
+import time
+
+import redis
+from flask import Flask, Request, Response
+from flask.sessions import SessionInterface, SessionMixin
+from werkzeug.datastructures import CallbackDict
+
+log = logging.getLogger(__name__)
+
+
+class RedisSession(CallbackDict, SessionMixin):
+    """Session data plus the bookkeeping the interface needs to save it."""
+
+    def __init__(
+        self,
+        initial: dict | None = None,
+        session_id: str | None = None,
+        new: bool = False,
+    ) -> None:
+        def on_update(_self):
+            self.modified = True
+
+        super().__init__(initial, on_update)
+        self.session_id = session_id
+        self.new = new
+        self.modified = False
+        self.rotate_requested = False
+        self.end_requested = False
+
+    def rotate(self) -> None:
+        """Give this session a new id at the next save, keeping its data."""
+        self.rotate_requested = True
+        self.modified = True
+
+    def end(self) -> None:
+        """Delete this session on the server and expire its cookie."""
+        self.clear()
+        self.end_requested = True
+
+
+def _storage_key(prefix: str, session_id: str) -> str:
+    return prefix + "session:" + hashlib.sha256(session_id.encode()).hexdigest()
+
+
+class RedisSessionStore:
+    """Read, write and end sessions; shared by the session interface and views."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        key_prefix: str,
+        idle_timeout: int,
+        absolute_timeout: int,
+    ) -> None:
+        self.client = client
+        self.prefix = key_prefix
+        self.idle_timeout = idle_timeout
+        self.absolute_timeout = absolute_timeout
+
+    def _agent_index(self, agent_id: int) -> str:
+        return f"{self.prefix}agent-sessions:{agent_id}"
+
+    def load(self, session_id: str) -> dict | None:
+        raw = self.client.get(_storage_key(self.prefix, session_id))
+        if raw is None:
+            return None
+        data = json.loads(raw)
+        if time.time() - data.get("_created", 0) > self.absolute_timeout:
+            self.delete(session_id, data.get("agent_id"))
+            return None
+        return data
+
+    def save(self, session_id: str, data: dict) -> None:
+        key = _storage_key(self.prefix, session_id)
+        remaining = self.absolute_timeout - (time.time() - data["_created"])
+        ttl = max(1, int(min(self.idle_timeout, remaining)))
+        pipe = self.client.pipeline()
+        pipe.set(key, json.dumps(data), ex=ttl)
+        agent_id = data.get("agent_id")
+        if agent_id is not None:
+            index = self._agent_index(agent_id)
+            pipe.sadd(index, key)
+            pipe.expire(index, self.absolute_timeout)
+        pipe.execute()
+
+    def delete(self, session_id: str, agent_id: int | None) -> None:
+        key = _storage_key(self.prefix, session_id)
+        pipe = self.client.pipeline()
+        pipe.delete(key)
+        if agent_id is not None:
+            pipe.srem(self._agent_index(agent_id), key)
+        pipe.execute()
+
+    def end_all(self, agent_id: int, keep_session_id: str | None = None) -> int:
+        """End every session of ``agent_id`` except ``keep_session_id``."""
+        index = self._agent_index(agent_id)
+        keep = _storage_key(self.prefix, keep_session_id) if keep_session_id else None
+        keys = [key.decode() for key in self.client.smembers(index)]
+        doomed = [key for key in keys if key != keep]
+        if doomed:
+            pipe = self.client.pipeline()
+            pipe.delete(*doomed)
+            pipe.srem(index, *doomed)
+            pipe.execute()
+        return len(doomed)
+
+
+class RedisSessionInterface(SessionInterface):
+    def __init__(
+        self, store: RedisSessionStore, cookie_name: str, secure: bool
+    ) -> None:
+        self.store = store
+        self.cookie_name = cookie_name
+        self.secure = secure
+
+    def open_session(self, app: Flask, request: Request) -> RedisSession:
+        session_id = request.cookies.get(self.cookie_name)
+        if session_id and len(session_id) <= 128:
+            data = self.store.load(session_id)
+            if data is not None:
+                return RedisSession(data, session_id=session_id)
+        return RedisSession({"_created": time.time()}, new=True)
+
+    def save_session(
+        self, app: Flask, session: RedisSession, response: Response
+    ) -> None:
+        cookie = {
+            "httponly": True,
+            "secure": self.secure,
+            "samesite": "Lax",
+            "path": "/",
+        }
+        if session.end_requested:
+            if session.session_id:
+                self.store.delete(session.session_id, session.get("agent_id"))
+            response.delete_cookie(self.cookie_name, **cookie)
+            return
+        # An anonymous session that stores nothing (a health probe, a static file)
+        # needs neither a Redis key nor a cookie.
+        if session.new and not session.modified:
+            return
+        if session.rotate_requested or session.session_id is None:
+            if session.session_id:
+                self.store.delete(session.session_id, session.get("agent_id"))
+            session.session_id = secrets.token_urlsafe(32)
+        data = dict(session)
+        data.setdefault("_created", time.time())
+        self.store.save(session.session_id, data)
+        response.set_cookie(self.cookie_name, session.session_id, **cookie)
+        response.vary.add("Cookie")

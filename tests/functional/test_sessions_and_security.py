@@ -1,0 +1,184 @@
+"""Sessions, CSRF, the security page, internal credentials and health probes."""
+
+import pytest
+import requests
+from support.flows import NEW_PASSWORD, enroll_app, first_login
+from support.web import Browser, is_token_mail, token_in
+
+FORM_POSTS = [
+    ("/agent", {"login": "a", "password": "b"}),
+    ("/agent/password/forgot", {"login": "a"}),
+    (
+        "/agent/password/change",
+        {"new_password": "x" * 12, "new_password_confirm": "x" * 12},
+    ),
+    (
+        "/agent/password/reset",
+        {"new_password": "x" * 12, "new_password_confirm": "x" * 12},
+    ),
+    ("/agent/2fa/setup", {"method": "app"}),
+    ("/agent/2fa/setup/email", {"token": "123456"}),
+    ("/agent/2fa/setup/app", {"token": "123456"}),
+    ("/agent/2fa", {"token": "123456"}),
+    ("/agent/2fa/resend", {}),
+    ("/agent/logout", {}),
+    ("/agent/preferences/security/password", {"current_password": "x"}),
+    ("/agent/preferences/security/recovery-codes", {}),
+    ("/agent/preferences/security/forget-browsers", {}),
+    ("/agent/preferences/security/sign-out-everywhere", {}),
+]
+
+
+def _signed_in(stack, make_agent):
+    agent = make_agent(first_name="Grace", last_name="Hopper")
+    browser = Browser(stack.url)
+    first_login(browser, agent)
+    agent.secret, page = enroll_app(browser)
+    assert page.name == "dashboard"
+    return agent, browser
+
+
+def test_every_form_rejects_missing_csrf(stack, make_agent):
+    _, browser = _signed_in(stack, make_agent)
+
+    for path, data in FORM_POSTS:
+        page = browser.post(path, data, csrf=False)
+        assert page.status == 400, path
+        assert "no longer valid" in page.text, path
+    assert browser.get("/agent/dashboard").name == "dashboard"
+
+
+def test_logout_ends_session_on_server(stack, make_agent):
+    _, browser = _signed_in(stack, make_agent)
+    cookie = browser.session.cookies.get("gatehouse_session")
+
+    page = browser.post("/agent/logout", {})
+
+    assert page.name == "login"
+    replay = requests.get(
+        f"{stack.url}/agent/dashboard",
+        cookies={"gatehouse_session": cookie},
+        timeout=10,
+    )
+    assert 'data-page="login"' in replay.text
+
+
+def test_session_id_changes_at_each_step(stack, make_agent):
+    agent = make_agent()
+    browser = Browser(stack.url)
+    browser.get("/agent")
+    anonymous = browser.session.cookies.get("gatehouse_session")
+
+    browser.post("/agent", {"login": agent.login, "password": agent.password})
+    after_password = browser.session.cookies.get("gatehouse_session")
+    browser.post(
+        "/agent/password/change",
+        {"new_password": NEW_PASSWORD, "new_password_confirm": NEW_PASSWORD},
+    )
+    _, page = enroll_app(browser)
+    after_second_factor = browser.session.cookies.get("gatehouse_session")
+
+    assert page.name == "dashboard"
+    assert len({anonymous, after_password, after_second_factor}) == 3
+
+
+def test_security_page_shows_method(stack, make_agent):
+    _, browser = _signed_in(stack, make_agent)
+
+    page = browser.get("/agent/preferences/security")
+
+    assert page.name == "security"
+    assert "authenticator app" in page.text
+    assert "current_password" in page.text
+
+
+def test_password_change_requires_current_password(stack, make_agent):
+    agent, browser = _signed_in(stack, make_agent)
+    browser.get("/agent/preferences/security")
+    new = "yet another long password 3"
+
+    page = browser.post(
+        "/agent/preferences/security/password",
+        {
+            "current_password": "wrong current password",
+            "new_password": new,
+            "new_password_confirm": new,
+        },
+    )
+    assert page.status == 400
+    assert page.name == "security"
+
+    page = browser.post(
+        "/agent/preferences/security/password",
+        {
+            "current_password": agent.password,
+            "new_password": new,
+            "new_password_confirm": new,
+        },
+    )
+    assert page.name == "security"
+    assert "password has been changed" in page.text
+    assert Browser(stack.url).login(agent.login, new).name == "2fa-verify"
+
+
+def test_switch_to_email_from_security_page(stack, smtp, make_agent):
+    agent, browser = _signed_in(stack, make_agent)
+    browser.get("/agent/preferences/security")
+
+    page = browser.post("/agent/2fa/setup", {"method": "email"})
+    assert page.name == "2fa-setup-email"
+    token = token_in(smtp.wait_for(agent.email, matching=is_token_mail)[-1].message)
+    page = browser.post("/agent/2fa/setup/email", {"token": token})
+
+    assert page.name == "security"
+    assert "token by email" in page.text
+    browser.post("/agent/logout", {})
+    later = Browser(stack.url)
+    assert later.login(agent.login, agent.password).name == "2fa-verify"
+    login_token = token_in(
+        smtp.wait_for(agent.email, count=2, matching=is_token_mail)[-1].message
+    )
+    assert later.post("/agent/2fa", {"token": login_token}).name == "dashboard"
+
+
+def test_internal_apis_require_credential(stack):
+    if getattr(stack, "remote", False):
+        pytest.skip("internal ports are not published by a remote stack")
+    for base, path in [
+        (stack.identity_url, "/v1/agents/1"),
+        (stack.otp_urls[0], "/v1/factors/1"),
+    ]:
+        answer = requests.get(base + path, timeout=10)
+        assert answer.status_code == 401, base
+        assert answer.json()["error"] == "unauthenticated"
+        forged = requests.get(
+            base + path, timeout=10, headers={"Authorization": "Bearer wrong"}
+        )
+        assert forged.status_code == 401, base
+
+
+def test_health_probes(stack):
+    assert requests.get(f"{stack.url}/healthz", timeout=10).status_code == 200
+    ready = requests.get(f"{stack.url}/readyz", timeout=10)
+    assert ready.status_code == 200, ready.text
+
+
+def test_security_headers_on_pages(browser):
+    page = browser.get("/agent")
+    headers = page.response.headers
+
+    assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]
+    assert "script-src" not in headers["Content-Security-Policy"]
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["Referrer-Policy"] == "no-referrer"
+    assert headers["Cache-Control"] == "no-store"
+    cookie = page.response.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie
+    assert "SameSite=Lax" in cookie
+
+
+def test_unknown_page_is_html_404(browser):
+    page = browser.get("/agent/no-such-page")
+
+    assert page.status == 404
+    assert page.name == "error"

@@ -1,0 +1,213 @@
+import re
+
+AGENT = {
+    "id": 7,
+    "login": "ann",
+    "email": "ann@example.test",
+    "first_name": "Ann",
+    "last_name": "Smith",
+    "must_change_password": False,
+}
+
+
+def _csrf(response) -> str:
+    return re.search(
+        r'name="csrf_token" type="hidden" value="([^"]+)"',
+        response.get_data(as_text=True),
+    ).group(1)
+
+
+def _login(client, services, must_change=False, method="app"):
+    agent = dict(AGENT, must_change_password=must_change)
+    services["identity"].answer("POST", "/v1/authenticate", 200, {"agent": agent})
+    services["otp"].answer(
+        "GET", "/v1/factors/7", 200, {"method": method, "email_security": False}
+    )
+    token = _csrf(client.get("/agent"))
+    return client.post(
+        "/agent", data={"login": "ann", "password": "pw", "csrf_token": token}
+    )
+
+
+def test_login_page_marks_its_step(client):
+    response = client.get("/agent")
+
+    assert response.status_code == 200
+    assert b'<body data-page="login">' in response.data
+
+
+def test_invalid_credentials_give_generic_message(client, services):
+    services["identity"].answer(
+        "POST", "/v1/authenticate", 401, {"error": "invalid_credentials"}
+    )
+    token = _csrf(client.get("/agent"))
+
+    response = client.post(
+        "/agent", data={"login": "x", "password": "y", "csrf_token": token}
+    )
+
+    assert response.status_code == 401
+    assert b"Invalid user name or password." in response.data
+
+
+def test_throttled_login_answers_429_with_retry_after(client, services):
+    services["identity"].answer(
+        "POST", "/v1/authenticate", 429, {"error": "throttled", "retry_after": 125}
+    )
+    token = _csrf(client.get("/agent"))
+
+    response = client.post(
+        "/agent", data={"login": "x", "password": "y", "csrf_token": token}
+    )
+
+    assert response.status_code == 429
+    assert response.headers["Retry-After"] == "125"
+    assert b"2 min 5 s" in response.data
+
+
+def test_password_step_leads_to_change_when_required(client, services):
+    response = _login(client, services, must_change=True)
+
+    assert response.status_code == 302
+    assert response.headers["Location"].endswith("/agent/password/change")
+    assert (
+        client.get("/agent/dashboard")
+        .headers["Location"]
+        .endswith("/agent/password/change")
+    )
+
+
+def test_password_step_leads_to_second_factor(client, services):
+    response = _login(client, services)
+
+    assert response.headers["Location"].endswith("/agent/2fa")
+    assert client.get("/agent/dashboard").headers["Location"].endswith("/agent/2fa")
+
+
+def test_missing_factor_leads_to_setup(client, services):
+    response = _login(client, services, method=None)
+
+    assert response.headers["Location"].endswith("/agent/2fa/setup")
+
+
+def test_password_not_trimmed(client, services):
+    services["identity"].answer("POST", "/v1/authenticate", 401, {})
+    token = _csrf(client.get("/agent"))
+
+    client.post(
+        "/agent", data={"login": "ann", "password": "  padded  ", "csrf_token": token}
+    )
+
+    sent = services["identity"].calls[-1][2]
+    assert sent["password"] == "  padded  "
+
+
+def test_unreachable_service_gives_503_page(client, services):
+    from gatehouse.common.internal import ServiceUnavailable
+
+    def unreachable(*args, **kwargs):
+        raise ServiceUnavailable("identity is unreachable")
+
+    services["identity"].post = unreachable
+    token = _csrf(client.get("/agent"))
+
+    response = client.post(
+        "/agent", data={"login": "x", "password": "y", "csrf_token": token}
+    )
+
+    assert response.status_code == 503
+    assert b"temporarily unavailable" in response.data
+
+
+def test_reset_token_leaves_the_url(client, services):
+    response = client.get("/agent/password/reset/abc123")
+
+    assert response.status_code == 302
+    assert response.headers["Location"].endswith("/agent/password/reset")
+
+
+def test_forgot_uses_configured_public_url(app, client, services):
+    app.config["PUBLIC_URL"] = "https://help.example.test"
+    services["identity"].answer("POST", "/v1/password-resets", 202, {})
+    forged_host = {"Host": "attacker.example"}
+    token = _csrf(client.get("/agent/password/forgot", headers=forged_host))
+
+    client.post(
+        "/agent/password/forgot",
+        data={"login": "ann", "csrf_token": token},
+        headers=forged_host,
+    )
+
+    sent = services["identity"].calls[-1][2]
+    assert sent["reset_url_base"] == "https://help.example.test/agent/password/reset/"
+
+
+def test_health_probe_needs_no_session(client):
+    response = client.get("/healthz")
+
+    assert response.status_code == 200
+    assert "Set-Cookie" not in response.headers
+
+
+def test_cross_site_origin_rejected(client, services):
+    services["identity"].answer("POST", "/v1/authenticate", 401, {})
+    token = _csrf(client.get("/agent"))
+
+    response = client.post(
+        "/agent",
+        data={"login": "x", "password": "y", "csrf_token": token},
+        headers={"Origin": "https://evil.example"},
+    )
+
+    assert response.status_code == 400
+    assert services["identity"].calls == []
+
+
+def test_https_mode_sets_host_prefixed_secure_cookie(redis_prefix, services):
+    from gatehouse.gateway.app import create_app
+
+    application = create_app({"TESTING": True, "HTTPS": True})
+    client = application.test_client()
+
+    response = client.get("/agent", base_url="https://localhost")
+
+    cookie = response.headers["Set-Cookie"]
+    assert cookie.startswith("__Host-gatehouse_session=")
+    assert "Secure" in cookie
+    assert "Path=/" in cookie
+    assert "Domain" not in cookie
+    assert response.headers["Strict-Transport-Security"].startswith("max-age=")
+
+
+def test_idle_session_ends(redis_prefix, services):
+    import time
+
+    from gatehouse.gateway.app import create_app
+
+    application = create_app({"TESTING": True, "SESSION_IDLE_TIMEOUT": 1})
+    application.extensions["identity"] = services["identity"]
+    application.extensions["otp"] = services["otp"]
+    client = application.test_client()
+    _login(client, services)
+    assert client.get("/agent/2fa").status_code == 200
+
+    time.sleep(2.1)
+
+    assert client.get("/agent/2fa").headers["Location"].endswith("/agent")
+
+
+def test_absolute_timeout_counts_from_login(redis_prefix, services):
+    import time
+
+    from gatehouse.gateway.app import create_app
+
+    application = create_app({"TESTING": True, "SESSION_ABSOLUTE_TIMEOUT": 2})
+    application.extensions["identity"] = services["identity"]
+    application.extensions["otp"] = services["otp"]
+    client = application.test_client()
+    _login(client, services)
+    for _ in range(3):
+        time.sleep(0.8)
+        client.get("/agent/2fa")
+
+    assert client.get("/agent/2fa").headers["Location"].endswith("/agent")
