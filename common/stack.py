@@ -62,6 +62,9 @@ def _gunicorn(app: str, bind: str, workers: int, threads: int) -> list[str]:
         "60",
         "--log-level",
         "warning",
+        # gunicorn 25+ opens one control socket per user by default, which the
+        # several masters of one stack (and of parallel test stacks) would share.
+        "--no-control-socket",
     ]
 
 

@@ -62,6 +62,9 @@ def _defaults() -> dict:
     }
 
 
+# Each consuming mailer refreshes this key (with a 15 s TTL) every 5 s.
+MAILER_ALIVE_KEY = "mail:alive"
+
 ENCRYPTION_LABELS = {"pgp": "PGP", "smime": "S/MIME"}
 
 
@@ -216,8 +219,16 @@ def _readiness_checks(app: Flask, redis_client) -> dict:
 
         return check
 
+    settings = app.config["GATEHOUSE"]
+    alive_key = settings.redis_prefix + MAILER_ALIVE_KEY
+
+    def check_mailer():
+        if not redis_client.exists(alive_key):
+            raise RuntimeError("no mailer has reported alive in the last 15 s")
+
     checks = {
         "redis": lambda: redis_client.ping(),
+        "mailer": check_mailer,
         "identity": check_service("identity", app.extensions["identity"]),
         "otp": check_service("otp", app.extensions["otp"]),
     }

@@ -1,15 +1,21 @@
 import json
 
 import pytest
-
 from gatehouse.common.config import ConfigError, env_bool, env_int, load_settings
 
 
 @pytest.fixture
 def clean_env(monkeypatch, tmp_path):
-    for name in ("GATEHOUSE_ENV", "GATEHOUSE_SECRET_KEY", "GATEHOUSE_SERVICE_TOKEN",
-                 "GATEHOUSE_OTP_KEYS", "GATEHOUSE_LOG_HASH_KEY", "OTP_URLS",
-                 "OTP_REPLICAS", "OTP_PORT"):
+    for name in (
+        "GATEHOUSE_ENV",
+        "GATEHOUSE_SECRET_KEY",
+        "GATEHOUSE_SERVICE_TOKEN",
+        "GATEHOUSE_OTP_KEYS",
+        "GATEHOUSE_LOG_HASH_KEY",
+        "OTP_URLS",
+        "OTP_REPLICAS",
+        "OTP_PORT",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("GATEHOUSE_DATA_DIR", str(tmp_path))
     return tmp_path
@@ -22,8 +28,10 @@ def test_development_creates_secrets_once(clean_env):
     secrets_file = clean_env / "dev-secrets.json"
     assert secrets_file.stat().st_mode & 0o777 == 0o600
     assert first.service_token == second.service_token
-    assert first.service_token == json.loads(secrets_file.read_text())[
-        "GATEHOUSE_SERVICE_TOKEN"]
+    assert (
+        first.service_token
+        == json.loads(secrets_file.read_text())["GATEHOUSE_SERVICE_TOKEN"]
+    )
 
 
 def test_production_names_missing_secret(clean_env, monkeypatch):
@@ -36,8 +44,11 @@ def test_production_names_missing_secret(clean_env, monkeypatch):
 
 def test_production_reads_secrets_from_env(clean_env, monkeypatch):
     monkeypatch.setenv("GATEHOUSE_ENV", "production")
-    for name in ("GATEHOUSE_SECRET_KEY", "GATEHOUSE_SERVICE_TOKEN",
-                 "GATEHOUSE_LOG_HASH_KEY"):
+    for name in (
+        "GATEHOUSE_SECRET_KEY",
+        "GATEHOUSE_SERVICE_TOKEN",
+        "GATEHOUSE_LOG_HASH_KEY",
+    ):
         monkeypatch.setenv(name, f"value-of-{name}")
     monkeypatch.setenv("GATEHOUSE_OTP_KEYS", "new-key,old-key")
 
@@ -54,8 +65,11 @@ def test_otp_urls_follow_replica_count(clean_env, monkeypatch):
 
     settings = load_settings()
 
-    assert settings.otp_urls == ["http://127.0.0.1:9100", "http://127.0.0.1:9101",
-                                 "http://127.0.0.1:9102"]
+    assert settings.otp_urls == [
+        "http://127.0.0.1:9100",
+        "http://127.0.0.1:9101",
+        "http://127.0.0.1:9102",
+    ]
 
 
 def test_invalid_environment_rejected(clean_env, monkeypatch):
@@ -65,8 +79,9 @@ def test_invalid_environment_rejected(clean_env, monkeypatch):
         load_settings()
 
 
-@pytest.mark.parametrize("raw, expected", [("on", True), ("1", True), ("off", False),
-                                           ("No", False)])
+@pytest.mark.parametrize(
+    "raw, expected", [("on", True), ("1", True), ("off", False), ("No", False)]
+)
 def test_env_bool_values(monkeypatch, raw, expected):
     monkeypatch.setenv("SOME_FLAG", raw)
 

@@ -1,8 +1,13 @@
 import json
 import logging
 
-from gatehouse.common.logs import JsonFormatter, bind_request_id, clean_request_id, hash_ip
-from gatehouse.common.logs import _ContextFilter
+from gatehouse.common.logs import (
+    JsonFormatter,
+    _ContextFilter,
+    bind_request_id,
+    clean_request_id,
+    hash_ip,
+)
 
 
 def test_clean_request_id_keeps_valid_value():
@@ -23,8 +28,9 @@ def test_hash_ip_depends_on_key():
 
 
 def test_json_line_has_event_fields_and_request_id():
-    record = logging.LogRecord("otp", logging.WARNING, __file__, 1,
-                               "otp.verify_failed", (), None)
+    record = logging.LogRecord(
+        "otp", logging.WARNING, __file__, 1, "otp.verify_failed", (), None
+    )
     record.agent_id = 7
     bind_request_id("req-12345678")
     _ContextFilter("otp").filter(record)

@@ -3,7 +3,6 @@ import uuid
 
 import pytest
 import redis
-
 from gatehouse.common.ratelimit import FailureThrottle, Limit, Throttled
 
 
