@@ -107,11 +107,11 @@ class Topology:
         return f"{self.prefix}.mail.dead"
 
     def retry_queue(self, delay_seconds: int) -> str:
-        """Name the delay queue that holds a message ``delay_seconds`` before retry.
+        """Return the name of the queue where a message waits ``delay_seconds``.
 
         The delay is part of the name because RabbitMQ rejects a redeclaration with
-        a different ``x-message-ttl``; changing the configured delays then declares
-        new queues and leaves the old ones to drain.
+        a different ``x-message-ttl``. Changing the configured delays therefore
+        declares new queues, and the old ones drain on their own.
         """
         return f"{self.prefix}.mail.retry.{delay_seconds}s"
 
