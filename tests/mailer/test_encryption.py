@@ -23,8 +23,9 @@ from gatehouse.mailer.keystore import (
     preview_encryption,
 )
 from gatehouse.mailer.settings import load_mailer_settings
+from support.crypto import make_certificate, openssl_decrypt
 
-from .conftest import REDIS_URL, make_certificate, openssl_decrypt
+from .conftest import REDIS_URL
 
 TOKEN = "482913"
 ADDRESS = "alice@example.test"

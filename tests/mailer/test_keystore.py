@@ -21,8 +21,7 @@ from gatehouse.mailer.keystore import (
     preview_encryption,
     uid_address,
 )
-
-from .conftest import make_certificate
+from support.crypto import make_certificate
 
 ADDRESS = "carol@example.test"
 

@@ -130,9 +130,16 @@ def reset_link_in(message) -> str:
     return links[0]
 
 
+def _plain_text(message) -> str:
+    part = message.get_body(preferencelist=("plain",))
+    return part.get_content() if part is not None else ""
+
+
 def is_reset_mail(mail) -> bool:
-    return bool(RESET_LINK_PATTERN.search(text_part(mail.message)))
+    """Tell a plain reset mail from the others; encrypted mails are never one."""
+    return bool(RESET_LINK_PATTERN.search(_plain_text(mail.message)))
 
 
 def is_token_mail(mail) -> bool:
-    return bool(TOKEN_PATTERN.search(text_part(mail.message)))
+    """Tell a plain token mail from the others; encrypted mails are never one."""
+    return bool(TOKEN_PATTERN.search(_plain_text(mail.message)))
