@@ -117,6 +117,9 @@ def command_agent_unlock(args: argparse.Namespace) -> None:
     for prefix in (LOGIN_THROTTLE_PREFIX, RESET_THROTTLE_PREFIX):
         throttle = FailureThrottle(client, settings.redis_prefix + prefix)
         removed += throttle.clear([login_throttle_key(agent.login)])
+    from gatehouse.otp.admin import clear_throttle
+
+    removed += clear_throttle(agent.id)
     # NOTE: per-IP and global windows are shared with other agents and stay.
     print(f"unlocked agent {agent.login!r} ({removed} throttle window(s) cleared)")
 
@@ -232,8 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     unlock = agent_commands.add_parser(
         "unlock",
         help="lift a lockout after failed logins",
-        description="Clear the failed-login and reset-request throttles of one "
-        "login. Per-address and service-wide throttles are left alone.",
+        description="Clear the failed-login, reset-request and second-factor "
+        "throttles of one agent. Per-address and service-wide throttles are left "
+        "alone.",
     )
     unlock.add_argument("login", metavar="LOGIN")
     unlock.set_defaults(handler=command_agent_unlock)

@@ -102,7 +102,11 @@ class ServiceClient:
         headers = {REQUEST_ID_HEADER: current_request_id() or clean_request_id(None)}
         start = self._next_start()
         last_error: Exception | None = None
-        for offset in range(len(self.base_urls)):
+        # One extra attempt beyond the replica count: a server may close an idle
+        # keep-alive connection just as a request goes out on it, and the retry
+        # then opens a fresh one. Requests that reach a service twice are safe,
+        # because tokens are single use and replays are rejected there.
+        for offset in range(len(self.base_urls) + 1):
             base = self.base_urls[(start + offset) % len(self.base_urls)]
             try:
                 response = self._session().request(

@@ -65,6 +65,10 @@ def _gunicorn(app: str, bind: str, workers: int, threads: int) -> list[str]:
         # gunicorn 25+ opens one control socket per user by default, which the
         # several masters of one stack (and of parallel test stacks) would share.
         "--no-control-socket",
+        # Longer than gunicorn's 2 s default, so the gateway's pooled connections
+        # to the internal services are rarely closed under it.
+        "--keep-alive",
+        "30",
     ]
 
 

@@ -21,6 +21,7 @@ from .flow import (
     render_page,
     requires_stage,
     send_challenge,
+    send_notice,
     start_session,
     throttled_page,
     user_agent,
@@ -118,6 +119,7 @@ def twofa_verify():
     record_audit("second_factor_succeeded", {"method": answer.get("method")})
     if answer.get("recovery_code_used"):
         record_audit("recovery_code_used")
+        send_notice("recovery_code_used")
         flash(
             f"You signed in with a recovery code. "
             f"{answer.get('recovery_codes_left', 0)} recovery codes are left."
