@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import current_app, flash, redirect, session, url_for
+from flask import current_app, flash, redirect, request, session, url_for
 
 from .blueprint import blueprint
 from .flow import (
@@ -41,12 +41,17 @@ def _security_page(
         factor=factor,
         encryption=encryption.get("method"),
         events=events.get("events", []),
+        sessions=_store().list_for_agent(agent_id, session.session_id),
         password_form=password_form,
         method_form=MethodForm(),
         action_form=ActionForm(),
         recovery_codes=session.pop("recovery_codes", None),
         error=error,
     )
+
+
+def _store():
+    return current_app.extensions["session_store"]
 
 
 @blueprint.get("/preferences/security")
@@ -131,3 +136,20 @@ def security_sign_out_everywhere():
     current_app.extensions["session_store"].end_all(agent_id)
     session.end()
     return redirect(url_for("agent.login", signed_out=1))
+
+
+@blueprint.post("/preferences/security/sessions/end")
+@requires_stage(STAGE_DONE)
+def security_end_session():
+    form = ActionForm()
+    handle = request.form.get("handle", "")
+    if not form.validate_on_submit() or not 0 < len(handle) <= 64:
+        return redirect(url_for("agent.security"))
+    if _store().end_by_handle(session["agent_id"], handle):
+        record_audit(
+            "sessions_ended", {"reason": "ended_from_security_page", "count": 1}
+        )
+        flash("That session was signed out.")
+    else:
+        flash("That session had already ended.")
+    return redirect(url_for("agent.security"))

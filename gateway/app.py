@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import logging
 
 import requests
@@ -72,6 +73,13 @@ def encryption_label(method: str | None) -> str:
     return ENCRYPTION_LABELS.get(method or "", "no encryption")
 
 
+def utc_time(timestamp: float | None) -> str:
+    if not timestamp:
+        return ""
+    moment = datetime.datetime.fromtimestamp(timestamp, datetime.UTC)
+    return moment.strftime("%Y-%m-%d %H:%M")
+
+
 def create_app(test_config: dict | None = None) -> Flask:
     app = Flask(__name__)
     app.config.update(_defaults())
@@ -108,6 +116,7 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     csrf.init_app(app)
     app.jinja_env.filters["encryption_label"] = encryption_label
+    app.jinja_env.filters["utc_time"] = utc_time
     _install_request_context(app)
     _install_error_pages(app)
     install_health(app, _readiness_checks(app, redis_client))

@@ -140,6 +140,7 @@ def start_session(agent: dict) -> None:
     session["last_name"] = agent["last_name"]
     session["login"] = agent["login"]
     session["email"] = agent["email"]
+    session["user_agent"] = user_agent()
 
 
 def factor_of(agent_id: int) -> dict:

@@ -10,6 +10,7 @@ password change or "sign out everywhere" can end them all on the server.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import logging
 import secrets
@@ -119,6 +120,57 @@ class RedisSessionStore:
             pipe.execute()
         return len(doomed)
 
+    def list_for_agent(
+        self, agent_id: int, current_session_id: str | None
+    ) -> list[dict]:
+        """Return the agent's live sessions, most recently used first."""
+        index = self._agent_index(agent_id)
+        keys = sorted(key.decode() for key in self.client.smembers(index))
+        if not keys:
+            return []
+        current = (
+            _storage_key(self.prefix, current_session_id)
+            if current_session_id
+            else None
+        )
+        sessions, expired = [], []
+        for key, raw in zip(keys, self.client.mget(keys), strict=True):
+            if raw is None:
+                expired.append(key)
+                continue
+            data = json.loads(raw)
+            sessions.append(
+                {
+                    "handle": _handle(key),
+                    "created": data.get("_created"),
+                    "last_seen": data.get("_seen"),
+                    "user_agent": data.get("user_agent", ""),
+                    "signed_in": data.get("stage") == "done",
+                    "current": key == current,
+                }
+            )
+        if expired:
+            self.client.srem(index, *expired)
+        return sorted(sessions, key=lambda item: item["last_seen"] or 0, reverse=True)
+
+    def end_by_handle(self, agent_id: int, handle: str) -> bool:
+        """End the agent's session whose handle is ``handle``; False if none."""
+        index = self._agent_index(agent_id)
+        for raw_key in self.client.smembers(index):
+            key = raw_key.decode()
+            if hmac.compare_digest(_handle(key), handle):
+                pipe = self.client.pipeline()
+                pipe.delete(key)
+                pipe.srem(index, key)
+                pipe.execute()
+                return True
+        return False
+
+
+def _handle(storage_key: str) -> str:
+    """Name a session on the security page without revealing its storage key."""
+    return hashlib.sha256(b"handle:" + storage_key.encode()).hexdigest()[:20]
+
 
 class RedisSessionInterface(SessionInterface):
     def __init__(
@@ -160,6 +212,7 @@ class RedisSessionInterface(SessionInterface):
             session.session_id = secrets.token_urlsafe(32)
         data = dict(session)
         data.setdefault("_created", time.time())
+        data["_seen"] = time.time()
         self.store.save(session.session_id, data)
         response.set_cookie(self.cookie_name, session.session_id, **cookie)
         response.vary.add("Cookie")

@@ -3,7 +3,7 @@
 import pytest
 import requests
 from support.flows import NEW_PASSWORD, enroll_app, first_login
-from support.web import Browser, is_token_mail, token_in
+from support.web import Browser, is_token_mail, token_in, totp_now
 
 FORM_POSTS = [
     ("/agent", {"login": "a", "password": "b"}),
@@ -26,6 +26,7 @@ FORM_POSTS = [
     ("/agent/preferences/security/recovery-codes", {}),
     ("/agent/preferences/security/forget-browsers", {}),
     ("/agent/preferences/security/sign-out-everywhere", {}),
+    ("/agent/preferences/security/sessions/end", {"handle": "x"}),
 ]
 
 
@@ -182,3 +183,79 @@ def test_unknown_page_is_html_404(browser):
 
     assert page.status == 404
     assert page.name == "error"
+
+
+def test_security_page_lists_and_ends_sessions(stack, make_agent):
+    agent, first = _signed_in(stack, make_agent)
+    second = Browser(stack.url)
+    second.login(agent.login, agent.password)
+    second.post("/agent/2fa", {"token": totp_now(agent.secret, offset_steps=1)})
+    assert second.get("/agent/dashboard").name == "dashboard"
+
+    page = first.get("/agent/preferences/security")
+    handles = [field["value"] for field in page.inputs if field.get("name") == "handle"]
+    assert len(handles) == 1
+    assert "this browser" in page.text
+    page = first.post(
+        "/agent/preferences/security/sessions/end", {"handle": handles[0]}
+    )
+
+    assert "That session was signed out." in page.text
+    assert second.get("/agent/dashboard").name == "login"
+    assert first.get("/agent/dashboard").name == "dashboard"
+
+
+def test_sign_out_everywhere(stack, make_agent):
+    agent, first = _signed_in(stack, make_agent)
+    second = Browser(stack.url)
+    second.login(agent.login, agent.password)
+    second.post("/agent/2fa", {"token": totp_now(agent.secret, offset_steps=1)})
+    first.get("/agent/preferences/security")
+
+    page = first.post("/agent/preferences/security/sign-out-everywhere", {})
+
+    assert page.name == "login"
+    assert first.get("/agent/dashboard").name == "login"
+    assert second.get("/agent/dashboard").name == "login"
+
+
+def test_remembered_browser_skips_second_step(stack, make_agent):
+    agent, browser = _signed_in(stack, make_agent)
+    browser.post("/agent/logout", {})
+    browser.login(agent.login, agent.password)
+    page = browser.post(
+        "/agent/2fa", {"token": totp_now(agent.secret, 1), "remember_device": "y"}
+    )
+    assert page.name == "dashboard"
+    browser.post("/agent/logout", {})
+
+    assert browser.login(agent.login, agent.password).name == "dashboard"
+    assert Browser(stack.url).login(agent.login, agent.password).name == "2fa-verify"
+
+    browser.get("/agent/preferences/security")
+    browser.post("/agent/preferences/security/forget-browsers", {})
+    browser.post("/agent/logout", {})
+    assert browser.login(agent.login, agent.password).name == "2fa-verify"
+
+
+def test_password_change_forgets_remembered_browsers(stack, make_agent):
+    agent, browser = _signed_in(stack, make_agent)
+    browser.post("/agent/logout", {})
+    browser.login(agent.login, agent.password)
+    browser.post(
+        "/agent/2fa", {"token": totp_now(agent.secret, 1), "remember_device": "y"}
+    )
+    new = "the password after remembering 5"
+
+    browser.get("/agent/preferences/security")
+    browser.post(
+        "/agent/preferences/security/password",
+        {
+            "current_password": agent.password,
+            "new_password": new,
+            "new_password_confirm": new,
+        },
+    )
+    browser.post("/agent/logout", {})
+
+    assert browser.login(agent.login, new).name == "2fa-verify"
