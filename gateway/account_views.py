@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from flask import current_app, flash, redirect, request, session, url_for
 
@@ -15,10 +16,14 @@ from .flow import (
     otp,
     record_audit,
     render_page,
+    requires_recent_password,
     requires_stage,
+    send_notice,
+    throttled_message,
+    throttled_page,
     user_agent,
 )
-from .forms import ActionForm, ChangePasswordForm, MethodForm
+from .forms import ActionForm, ChangePasswordForm, ConfirmPasswordForm, MethodForm
 
 log = logging.getLogger(__name__)
 
@@ -80,12 +85,7 @@ def security_password():
     )
     if response.status == 429:
         retry_after = int(response.body.get("retry_after", 60))
-        page = _security_page(
-            form,
-            status=429,
-            error=f"Too many attempts. Please "
-            f"wait {retry_after} s before trying again.",
-        )
+        page = _security_page(form, status=429, error=throttled_message(retry_after))
         return page[0], 429, {"Retry-After": str(retry_after)}
     if response.status in (400, 403):
         return _security_page(form, status=400, error=response.body.get("message"))
@@ -96,6 +96,7 @@ def security_password():
     )
     otp().delete(f"/v1/devices/{agent_id}")
     session.rotate()
+    session["password_at"] = time.time()
     record_audit("sessions_ended", {"reason": "password_changed", "count": ended})
     flash("Your password has been changed. Your other sessions were signed out.")
     return redirect(url_for("agent.security"))
@@ -103,6 +104,7 @@ def security_password():
 
 @blueprint.post("/preferences/security/recovery-codes")
 @requires_stage(STAGE_DONE)
+@requires_recent_password
 def security_recovery_codes():
     if not ActionForm().validate_on_submit():
         return redirect(url_for("agent.security"))
@@ -110,12 +112,14 @@ def security_recovery_codes():
     answer = expect(otp().post(f"/v1/factors/{agent_id}/recovery-codes"), 200)
     session["recovery_codes"] = answer.get("recovery_codes")
     record_audit("recovery_codes_renewed")
+    send_notice("recovery_codes_renewed")
     flash("New recovery codes were created; the old ones no longer work.")
     return redirect(url_for("agent.security"))
 
 
 @blueprint.post("/preferences/security/forget-browsers")
 @requires_stage(STAGE_DONE)
+@requires_recent_password
 def security_forget_browsers():
     if not ActionForm().validate_on_submit():
         return redirect(url_for("agent.security"))
@@ -133,6 +137,7 @@ def security_sign_out_everywhere():
         return redirect(url_for("agent.security"))
     agent_id = session["agent_id"]
     record_audit("sessions_ended", {"reason": "sign_out_everywhere"})
+    send_notice("sessions_ended")
     current_app.extensions["session_store"].end_all(agent_id)
     session.end()
     return redirect(url_for("agent.login", signed_out=1))
@@ -153,3 +158,44 @@ def security_end_session():
     else:
         flash("That session had already ended.")
     return redirect(url_for("agent.security"))
+
+
+@blueprint.route("/preferences/security/confirm", methods=["GET", "POST"])
+@requires_stage(STAGE_DONE)
+def security_confirm():
+    form = ConfirmPasswordForm()
+    if not form.validate_on_submit():
+        return render_page(
+            "reauth.html",
+            "reauth",
+            status=400 if form.is_submitted() else 200,
+            form=form,
+        )
+    response = identity().post(
+        "/v1/authenticate",
+        {
+            "login": session["login"],
+            "password": form.current_password.data,
+            "client_ip": client_ip(),
+            "user_agent": user_agent(),
+        },
+    )
+    if response.status == 429:
+        return throttled_page(
+            "reauth.html", "reauth", response.body.get("retry_after", 60), form=form
+        )
+    if response.status == 401:
+        return render_page(
+            "reauth.html",
+            "reauth",
+            status=401,
+            form=form,
+            error="The password is not correct.",
+        )
+    expect(response, 200)
+
+    session["password_at"] = time.time()
+    target = session.pop("reauth_next", None)
+    if not target or not target.startswith("/agent/"):
+        target = url_for("agent.security")
+    return redirect(target)

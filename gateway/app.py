@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import logging
 
 import requests
@@ -21,7 +20,7 @@ from gatehouse.common.web import install_health
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import views
+from . import display, views
 from .sessions import RedisSessionInterface, RedisSessionStore
 
 log = logging.getLogger(__name__)
@@ -38,13 +37,14 @@ def _defaults() -> dict:
     settings = load_settings()
     host = env_str("GATEWAY_HOST", "127.0.0.1")
     port = env_int("GATEWAY_PORT", 8080, 1, 65535)
-    https = env_bool("GATEWAY_HTTPS", False)
+    public_url = env_str("GATEHOUSE_PUBLIC_URL", f"http://{host}:{port}")
+    # An https public address means browsers reach the gateway over TLS, even
+    # when a proxy in front terminates it, so the cookies must be Secure.
+    https = env_bool("GATEWAY_HTTPS", public_url.startswith("https://"))
     return {
         "GATEHOUSE": settings,
         "SECRET_KEY": settings.secret_key,
-        "PUBLIC_URL": env_str(
-            "GATEHOUSE_PUBLIC_URL", f"{'https' if https else 'http'}://{host}:{port}"
-        ),
+        "PUBLIC_URL": public_url,
         "HTTPS": https,
         "TRUST_PROXY": env_bool("GATEWAY_TRUST_PROXY", False),
         "REQUIRE_2FA": env_bool("GATEHOUSE_REQUIRE_2FA", True),
@@ -52,6 +52,7 @@ def _defaults() -> dict:
         "SESSION_ABSOLUTE_TIMEOUT": env_int(
             "GATEWAY_SESSION_ABSOLUTE_TIMEOUT", 43200, 60
         ),
+        "REAUTHENTICATION_WINDOW": env_int("GATEWAY_REAUTHENTICATION_WINDOW", 600, 0),
         "DEVICE_COOKIE_DAYS": env_int("OTP_DEVICE_TTL_DAYS", 30, 1, 365),
         "SERVICE_TIMEOUT": float(env_int("GATEWAY_SERVICE_TIMEOUT", 10, 1, 120)),
         "WTF_CSRF_TIME_LIMIT": None,
@@ -65,19 +66,6 @@ def _defaults() -> dict:
 
 # Each consuming mailer refreshes this key (with a 15 s TTL) every 5 s.
 MAILER_ALIVE_KEY = "mail:alive"
-
-ENCRYPTION_LABELS = {"pgp": "PGP", "smime": "S/MIME"}
-
-
-def encryption_label(method: str | None) -> str:
-    return ENCRYPTION_LABELS.get(method or "", "no encryption")
-
-
-def utc_time(timestamp: float | None) -> str:
-    if not timestamp:
-        return ""
-    moment = datetime.datetime.fromtimestamp(timestamp, datetime.UTC)
-    return moment.strftime("%Y-%m-%d %H:%M")
 
 
 def create_app(test_config: dict | None = None) -> Flask:
@@ -115,12 +103,21 @@ def create_app(test_config: dict | None = None) -> Flask:
     )
 
     csrf.init_app(app)
-    app.jinja_env.filters["encryption_label"] = encryption_label
-    app.jinja_env.filters["utc_time"] = utc_time
+    app.jinja_env.filters["encryption_label"] = display.encryption_label
+    app.jinja_env.filters["utc_time"] = display.utc_time
+    app.jinja_env.filters["browser_name"] = display.browser_name
     _install_request_context(app)
     _install_error_pages(app)
     install_health(app, _readiness_checks(app, redis_client))
     app.register_blueprint(views.blueprint)
+    if not https and not settings.development:
+        log.warning(
+            "gateway.plain_http",
+            extra={
+                "hint": "cookies lack Secure and HSTS is off; set "
+                "GATEHOUSE_PUBLIC_URL=https://... or GATEWAY_HTTPS=on behind TLS"
+            },
+        )
     log.info("gateway.started", extra={"otp_replicas": len(settings.otp_urls)})
     return app
 
@@ -188,7 +185,12 @@ def _install_error_pages(app: Flask) -> None:
 
     @app.errorhandler(405)
     def _method_not_allowed(error):
-        return page(405, "Method not allowed", "This page cannot be used that way.")
+        return page(
+            405,
+            "Method not allowed",
+            "This address only takes form submissions. Go back to sign-in and "
+            "use the page's buttons.",
+        )
 
     @app.errorhandler(413)
     def _too_large(error):

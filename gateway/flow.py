@@ -58,10 +58,26 @@ def render_page(template: str, page: str, status: int = 200, headers=None, **con
     return render_template(template, page=page, **context), status, headers or {}
 
 
+def describe_wait(seconds: int) -> str:
+    """Return "45 seconds", "4 minutes 15 seconds" or "15 minutes" for a person."""
+    minutes, rest = divmod(max(1, int(seconds)), 60)
+    parts = []
+    if minutes:
+        parts.append(f"{minutes} minute" + ("" if minutes == 1 else "s"))
+    if rest or not minutes:
+        parts.append(f"{rest} second" + ("" if rest == 1 else "s"))
+    return " ".join(parts)
+
+
+def throttled_message(retry_after: int) -> str:
+    return (
+        f"Too many attempts. Please wait {describe_wait(retry_after)} before "
+        f"trying again."
+    )
+
+
 def throttled_page(template: str, page: str, retry_after: int, **context):
-    minutes, seconds = divmod(int(retry_after), 60)
-    wait = f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
-    message = f"Too many attempts. Please wait {wait} before trying again."
+    message = throttled_message(retry_after)
     return render_page(
         template,
         page,
@@ -98,6 +114,27 @@ def requires_stage(*stages: str):
         return wrapper
 
     return decorator
+
+
+def requires_recent_password(view):
+    """Ask for the password again unless it was entered in the last few minutes.
+
+    Changing the second factor, creating recovery codes or forgetting trusted
+    browsers must not be possible with a session cookie alone, for example on a
+    computer left unlocked.
+    """
+
+    @functools.wraps(view)
+    def wrapper(*args, **kwargs):
+        if current_stage() != STAGE_DONE:
+            return view(*args, **kwargs)
+        window = current_app.config["REAUTHENTICATION_WINDOW"]
+        if time.time() - session.get("password_at", 0) <= window:
+            return view(*args, **kwargs)
+        session["reauth_next"] = request.path if request.method == "GET" else None
+        return redirect(url_for("agent.security_confirm"))
+
+    return wrapper
 
 
 def record_audit(event: str, detail: dict | None = None) -> None:
@@ -141,6 +178,7 @@ def start_session(agent: dict) -> None:
     session["login"] = agent["login"]
     session["email"] = agent["email"]
     session["user_agent"] = user_agent()
+    session["password_at"] = time.time()
 
 
 def factor_of(agent_id: int) -> dict:

@@ -12,33 +12,67 @@ from wtforms import BooleanField, PasswordField, RadioField, StringField
 from wtforms.validators import EqualTo, InputRequired, Length
 
 MAX_PASSWORD_LENGTH = 1024
+# Logins are at most 64 characters (agentctl's limit); the form allows no more.
+MAX_LOGIN_LENGTH = 64
 # A token field takes OTP codes (up to 10 digits, people type spaces or hyphens)
 # and recovery codes; the OTP service validates the exact format.
 MAX_TOKEN_LENGTH = 32
 
 
-class LoginForm(FlaskForm):
-    login = StringField("User name", validators=[InputRequired(), Length(max=200)])
-    password = PasswordField(
-        "Password", validators=[InputRequired(), Length(max=MAX_PASSWORD_LENGTH)]
+def _strip(value: str | None) -> str | None:
+    # Logins contain no spaces, so spaces around one come from copy and paste.
+    return value.strip() if isinstance(value, str) else value
+
+
+def _login_field() -> StringField:
+    return StringField(
+        "User name",
+        filters=[_strip],
+        validators=[
+            InputRequired(message="Enter your user name."),
+            Length(max=MAX_LOGIN_LENGTH, message="The user name is too long."),
+        ],
+        render_kw={"maxlength": MAX_LOGIN_LENGTH},
     )
+
+
+def _password_field(label: str, message: str = "Enter your password."):
+    return PasswordField(
+        label,
+        validators=[
+            InputRequired(message=message),
+            Length(
+                max=MAX_PASSWORD_LENGTH,
+                message=f"The password is too long: use at most "
+                f"{MAX_PASSWORD_LENGTH} characters.",
+            ),
+        ],
+        render_kw={"maxlength": MAX_PASSWORD_LENGTH},
+    )
+
+
+class LoginForm(FlaskForm):
+    login = _login_field()
+    password = _password_field("Password")
+
+
+class ConfirmPasswordForm(FlaskForm):
+    current_password = _password_field("Password")
 
 
 class ForgotPasswordForm(FlaskForm):
-    login = StringField("User name", validators=[InputRequired(), Length(max=200)])
+    login = _login_field()
 
 
 def _new_password_fields():
-    new_password = PasswordField(
-        "New password",
-        validators=[InputRequired(), Length(max=MAX_PASSWORD_LENGTH)],
-    )
+    new_password = _password_field("New password", "Enter a new password.")
     new_password_confirm = PasswordField(
         "Repeat the new password",
         validators=[
-            InputRequired(),
+            InputRequired(message="Repeat the new password."),
             EqualTo("new_password", message="The two new passwords do not match."),
         ],
+        render_kw={"maxlength": MAX_PASSWORD_LENGTH},
     )
     return new_password, new_password_confirm
 
@@ -48,9 +82,8 @@ class NewPasswordForm(FlaskForm):
 
 
 class ChangePasswordForm(FlaskForm):
-    current_password = PasswordField(
-        "Current password",
-        validators=[InputRequired(), Length(max=MAX_PASSWORD_LENGTH)],
+    current_password = _password_field(
+        "Current password", "Enter your current password."
     )
     new_password, new_password_confirm = _new_password_fields()
 
@@ -66,7 +99,12 @@ class MethodForm(FlaskForm):
 
 class TokenForm(FlaskForm):
     token = StringField(
-        "Code", validators=[InputRequired(), Length(max=MAX_TOKEN_LENGTH)]
+        "Code",
+        validators=[
+            InputRequired(message="Enter the code."),
+            Length(max=MAX_TOKEN_LENGTH, message="That is not a valid code."),
+        ],
+        render_kw={"maxlength": MAX_TOKEN_LENGTH},
     )
 
 

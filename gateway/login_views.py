@@ -13,6 +13,7 @@ from .flow import (
     client_ip,
     complete_login,
     current_stage,
+    describe_wait,
     expect,
     identity,
     otp,
@@ -41,8 +42,7 @@ def login():
     form = LoginForm()
     if not form.validate_on_submit():
         status = 400 if form.is_submitted() else 200
-        error = INVALID_CREDENTIALS if form.is_submitted() else None
-        return render_page("login.html", "login", status=status, form=form, error=error)
+        return render_page("login.html", "login", status=status, form=form)
 
     response = identity().post(
         "/v1/authenticate",
@@ -80,11 +80,21 @@ def twofa_verify():
     context = {"form": form, "resend_form": resend_form, "method": method}
     if not form.validate_on_submit():
         challenge = session.pop("challenge", None) or {}
-        error = challenge.get("message") if challenge.get("error") else None
+        error = notice = None
+        if challenge.get("error") == "resend_too_soon":
+            wait = describe_wait(challenge.get("retry_after", 30))
+            notice = (
+                f"We mailed you a code moments ago: use that one, or ask for a new "
+                f"one in {wait}."
+            )
+        elif challenge.get("error"):
+            error = challenge.get("message")
         return render_page(
             "twofa_verify.html",
             "2fa-verify",
+            status=400 if form.is_submitted() else 200,
             error=error,
+            notice=notice,
             ttl_seconds=challenge.get("ttl_seconds"),
             **context,
         )
@@ -154,10 +164,8 @@ def twofa_resend():
         return redirect(url_for("agent.twofa_verify"))
     answer = send_challenge()
     if answer.get("error") == "resend_too_soon":
-        flash(
-            f"A code was sent moments ago. You can ask for a new one in "
-            f"{answer.get('retry_after', 30)} s."
-        )
+        wait = describe_wait(answer.get("retry_after", 30))
+        flash(f"A code was sent moments ago. You can ask for a new one in {wait}.")
     elif answer.get("error"):
         flash(answer.get("message", "The code could not be sent."))
     else:

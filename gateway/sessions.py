@@ -1,7 +1,11 @@
 """Server-side browser sessions in Redis.
 
 The cookie carries only a random session id; Redis stores the session under a
-SHA-256 of that id, so a copy of Redis holds no usable cookie. Sessions end after
+SHA-256 of that id, so a copy of Redis holds no usable cookie. The session data
+itself is sealed with AES-GCM under a key derived from the session id, so a copy
+of Redis (or of its append-only file) reveals no CSRF token, reset token or
+set-up secret either; only the few fields the security page lists for other
+sessions (times, browser, step) are stored in clear. Sessions end after
 an idle timeout (the Redis TTL, refreshed on every request) and an absolute
 timeout counted from the login. Every session of an agent is indexed, so a
 password change or "sign out everywhere" can end them all on the server.
@@ -9,14 +13,18 @@ password change or "sign out everywhere" can end them all on the server.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
 import logging
+import os
 import secrets
 import time
 
 import redis
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from flask import Flask, Request, Response
 from flask.sessions import SessionInterface, SessionMixin
 from werkzeug.datastructures import CallbackDict
@@ -54,8 +62,38 @@ class RedisSession(CallbackDict, SessionMixin):
         self.end_requested = True
 
 
+# Fields kept in clear beside the sealed data, so the security page can list an
+# agent's other sessions without their keys.
+PUBLIC_FIELDS = ("_created", "_seen", "agent_id", "stage", "user_agent")
+
+
 def _storage_key(prefix: str, session_id: str) -> str:
     return prefix + "session:" + hashlib.sha256(session_id.encode()).hexdigest()
+
+
+def _sealing_key(session_id: str) -> AESGCM:
+    # The session id carries 256 random bits, so one hash makes a uniform key.
+    key = hashlib.sha256(b"gatehouse session data:" + session_id.encode()).digest()
+    return AESGCM(key)
+
+
+def _seal(session_id: str, storage_key: str, data: dict) -> str:
+    nonce = os.urandom(12)
+    sealed = _sealing_key(session_id).encrypt(
+        nonce, json.dumps(data).encode(), storage_key.encode()
+    )
+    return base64.b64encode(nonce + sealed).decode()
+
+
+def _unseal(session_id: str, storage_key: str, blob: str) -> dict | None:
+    raw = base64.b64decode(blob)
+    try:
+        plain = _sealing_key(session_id).decrypt(
+            raw[:12], raw[12:], storage_key.encode()
+        )
+    except InvalidTag:
+        return None
+    return json.loads(plain)
 
 
 class RedisSessionStore:
@@ -77,21 +115,29 @@ class RedisSessionStore:
         return f"{self.prefix}agent-sessions:{agent_id}"
 
     def load(self, session_id: str) -> dict | None:
-        raw = self.client.get(_storage_key(self.prefix, session_id))
+        key = _storage_key(self.prefix, session_id)
+        raw = self.client.get(key)
         if raw is None:
             return None
-        data = json.loads(raw)
-        if time.time() - data.get("_created", 0) > self.absolute_timeout:
-            self.delete(session_id, data.get("agent_id"))
+        stored = json.loads(raw)
+        if not isinstance(stored, dict) or "sealed" not in stored:
             return None
-        return data
+        public = stored["public"]
+        if time.time() - public.get("_created", 0) > self.absolute_timeout:
+            self.delete(session_id, public.get("agent_id"))
+            return None
+        return _unseal(session_id, key, stored["sealed"])
 
     def save(self, session_id: str, data: dict) -> None:
         key = _storage_key(self.prefix, session_id)
         remaining = self.absolute_timeout - (time.time() - data["_created"])
         ttl = max(1, int(min(self.idle_timeout, remaining)))
+        stored = {
+            "public": {name: data[name] for name in PUBLIC_FIELDS if name in data},
+            "sealed": _seal(session_id, key, data),
+        }
         pipe = self.client.pipeline()
-        pipe.set(key, json.dumps(data), ex=ttl)
+        pipe.set(key, json.dumps(stored), ex=ttl)
         agent_id = data.get("agent_id")
         if agent_id is not None:
             index = self._agent_index(agent_id)
@@ -138,7 +184,7 @@ class RedisSessionStore:
             if raw is None:
                 expired.append(key)
                 continue
-            data = json.loads(raw)
+            data = json.loads(raw)["public"]
             sessions.append(
                 {
                     "handle": _handle(key),

@@ -19,12 +19,14 @@ from .flow import (
     advance_after_password,
     client_ip,
     complete_login,
+    describe_wait,
     expect,
     identity,
     otp,
     record_audit,
     redirect_to_stage,
     render_page,
+    requires_recent_password,
     requires_stage,
     send_notice,
     throttled_page,
@@ -76,6 +78,7 @@ def password_change():
 
 @blueprint.route("/2fa/setup", methods=["GET", "POST"])
 @requires_stage(STAGE_SETUP_2FA, STAGE_DONE)
+@requires_recent_password
 def twofa_setup():
     form = MethodForm()
     if not form.validate_on_submit():
@@ -108,10 +111,8 @@ def _start_email_enrollment(email_security: bool):
         },
     )
     if response.status == 429:
-        flash(
-            f"A code was sent moments ago. You can ask for a new one in "
-            f"{response.body.get('retry_after', 30)} s."
-        )
+        wait = describe_wait(response.body.get("retry_after", 30))
+        flash(f"A code was sent moments ago. You can ask for a new one in {wait}.")
     elif response.status == 503:
         flash("The code could not be sent. Please try again shortly.")
         return redirect(url_for("agent.twofa_setup"))
@@ -174,6 +175,7 @@ def _confirm(path: str, form: TokenForm, template: str, page: str, **context):
 
 @blueprint.route("/2fa/setup/email", methods=["GET", "POST"])
 @requires_stage(STAGE_SETUP_2FA, STAGE_DONE)
+@requires_recent_password
 def twofa_setup_email():
     enrollment = session.get("email_enrollment")
     if enrollment is None:
@@ -200,6 +202,7 @@ def twofa_setup_email():
 
 @blueprint.post("/2fa/setup/email/resend")
 @requires_stage(STAGE_SETUP_2FA, STAGE_DONE)
+@requires_recent_password
 def twofa_setup_email_resend():
     form = ResendForm()
     if not form.validate_on_submit():
@@ -209,6 +212,7 @@ def twofa_setup_email_resend():
 
 @blueprint.route("/2fa/setup/app", methods=["GET", "POST"])
 @requires_stage(STAGE_SETUP_2FA, STAGE_DONE)
+@requires_recent_password
 def twofa_setup_app():
     form = TokenForm()
     enrollment = session.get("app_enrollment")

@@ -62,7 +62,7 @@ def test_throttled_login_answers_429_with_retry_after(client, services):
 
     assert response.status_code == 429
     assert response.headers["Retry-After"] == "125"
-    assert b"2 min 5 s" in response.data
+    assert b"2 minutes 5 seconds" in response.data
 
 
 def test_password_step_leads_to_change_when_required(client, services):
@@ -211,3 +211,85 @@ def test_absolute_timeout_counts_from_login(redis_prefix, services):
         client.get("/agent/2fa")
 
     assert client.get("/agent/2fa").headers["Location"].endswith("/agent")
+
+
+def _complete_login(client, services):
+    _login(client, services, method=None)
+    with client.session_transaction() as session:
+        session["stage"] = "done"
+
+
+def test_factor_change_needs_recent_password(app, client, services):
+    app.config["REAUTHENTICATION_WINDOW"] = 0
+    _complete_login(client, services)
+
+    response = client.get("/agent/2fa/setup/app")
+
+    assert response.status_code == 302
+    assert response.headers["Location"].endswith("/agent/preferences/security/confirm")
+
+
+def test_confirm_password_returns_to_requested_page(app, client, services):
+    app.config["REAUTHENTICATION_WINDOW"] = 0
+    _complete_login(client, services)
+    client.get("/agent/2fa/setup/app")
+    page = client.get("/agent/preferences/security/confirm")
+    assert b'data-page="reauth"' in page.data
+    app.config["REAUTHENTICATION_WINDOW"] = 600
+
+    response = client.post(
+        "/agent/preferences/security/confirm",
+        data={"current_password": "pw", "csrf_token": _csrf(page)},
+    )
+
+    assert response.headers["Location"].endswith("/agent/2fa/setup/app")
+    assert services["identity"].calls[-1][2]["password"] == "pw"
+
+
+def test_wrong_confirm_password_rejected(app, client, services):
+    app.config["REAUTHENTICATION_WINDOW"] = 0
+    _complete_login(client, services)
+    page = client.get("/agent/preferences/security/confirm")
+    services["identity"].answer("POST", "/v1/authenticate", 401, {})
+
+    response = client.post(
+        "/agent/preferences/security/confirm",
+        data={"current_password": "bad", "csrf_token": _csrf(page)},
+    )
+
+    assert response.status_code == 401
+    assert b"The password is not correct." in response.data
+
+
+def test_first_setup_needs_no_confirmation(app, client, services):
+    app.config["REAUTHENTICATION_WINDOW"] = 0
+    _login(client, services, method=None)
+    services["otp"].answer(
+        "POST",
+        "/v1/enrollments/app",
+        200,
+        {
+            "secret": "A" * 32,
+            "otpauth_uri": "otpauth://totp/x?secret=" + "A" * 32,
+            "qr_svg": "<svg></svg>",
+            "ttl_seconds": 600,
+        },
+    )
+
+    response = client.get("/agent/2fa/setup/app")
+
+    assert response.status_code == 200
+    assert b'data-page="2fa-setup-app"' in response.data
+
+
+def test_login_spaces_stripped_but_password_kept(client, services):
+    services["identity"].answer("POST", "/v1/authenticate", 401, {})
+    token = _csrf(client.get("/agent"))
+
+    client.post(
+        "/agent", data={"login": "  ann ", "password": " pw ", "csrf_token": token}
+    )
+
+    sent = services["identity"].calls[-1][2]
+    assert sent["login"] == "ann"
+    assert sent["password"] == " pw "

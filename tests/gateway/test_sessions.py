@@ -59,3 +59,37 @@ def test_end_all_keeps_current_session(store):
     assert store.load("three") is None
     assert store.load("two") is not None
     assert store.load("other-agent") is not None
+
+
+def test_session_data_sealed_at_rest(store):
+    store.save(
+        "session-a",
+        {
+            "_created": time.time(),
+            "agent_id": 1,
+            "reset_token": "reset-token-value-123",
+        },
+    )
+
+    (key,) = store.client.scan_iter(match=f"{store.prefix}session:*")
+    stored = store.client.get(key)
+
+    assert b"reset-token-value-123" not in stored
+    assert store.load("session-a")["reset_token"] == "reset-token-value-123"
+
+
+def test_sealed_data_bound_to_its_key(store):
+    now = time.time()
+    store.save("session-a", {"_created": now, "secret": "a"})
+    store.save("session-b", {"_created": now, "secret": "b"})
+    keys = {
+        key.decode(): store.client.get(key)
+        for key in store.client.scan_iter(match=f"{store.prefix}session:*")
+    }
+    first, second = sorted(keys)
+
+    store.client.set(first, keys[second])
+    store.client.set(second, keys[first])
+
+    assert store.load("session-a") is None
+    assert store.load("session-b") is None
