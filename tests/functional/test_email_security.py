@@ -64,7 +64,7 @@ def test_pgp_token_mail_signs_in(stack, smtp, make_agent, tmp_path):
     page = later.post("/agent/2fa", {"token": _pgp_token(login_mail, gpg)})
     assert page.name == "dashboard"
     security = later.get("/agent/preferences/security")
-    assert "Token mails are encrypted with PGP" in security.text
+    assert "Code mails are encrypted with PGP" in security.text
 
 
 def test_smime_token_mail_signs_in(stack, smtp, make_agent, tmp_path):

@@ -225,7 +225,7 @@ def test_resend_sends_new_token(stack, smtp, make_agent):
     page = browser.post("/agent/2fa/resend", {})
 
     assert page.name == "2fa-verify"
-    assert "Send a new token" in page.text
+    assert "Send a new code" in page.text
 
 
 def test_app_setup_page_shows_secret_qr_and_uri(browser, make_agent):

@@ -132,7 +132,7 @@ def test_switch_to_email_from_security_page(stack, smtp, make_agent):
     page = browser.post("/agent/2fa/setup/email", {"token": token})
 
     assert page.name == "security"
-    assert "token by email" in page.text
+    assert "code by email" in page.text
     browser.post("/agent/logout", {})
     later = Browser(stack.url)
     assert later.login(agent.login, agent.password).name == "2fa-verify"
@@ -259,3 +259,41 @@ def test_password_change_forgets_remembered_browsers(stack, make_agent):
     browser.post("/agent/logout", {})
 
     assert browser.login(agent.login, new).name == "2fa-verify"
+
+
+def test_password_change_ends_other_sessions(stack, make_agent):
+    agent, first = _signed_in(stack, make_agent)
+    second = Browser(stack.url)
+    second.login(agent.login, agent.password)
+    second.post("/agent/2fa", {"token": totp_now(agent.secret, offset_steps=1)})
+    assert second.get("/agent/dashboard").name == "dashboard"
+    new = "a password changed in preferences 8"
+
+    first.get("/agent/preferences/security")
+    first.post(
+        "/agent/preferences/security/password",
+        {
+            "current_password": agent.password,
+            "new_password": new,
+            "new_password_confirm": new,
+        },
+    )
+
+    assert second.get("/agent/dashboard").name == "login"
+    assert first.get("/agent/dashboard").name == "dashboard"
+
+
+def test_operator_reset_ends_sessions_and_mails_notice(stack, smtp, make_agent):
+    agent, browser = _signed_in(stack, make_agent)
+
+    result = stack.agentctl("agent", "reset-2fa", agent.login)
+
+    assert result.returncode == 0, result.stderr
+    assert "ended 1 session" in result.stdout
+    assert browser.get("/agent/dashboard").name == "login"
+    notice = smtp.wait_for(
+        agent.email, matching=lambda mail: "removed" in mail.message["Subject"]
+    )
+    assert notice
+    page = Browser(stack.url).login(agent.login, agent.password)
+    assert page.name == "2fa-setup"
