@@ -38,6 +38,10 @@ class IdentityConfig:
     reset_ttl: int = 1800
     login_max_failures: int = 10
     login_window: int = 300
+    # A second, longer window keeps a login under 50 failures an hour, which the
+    # short window alone (10 per 5 minutes) would allow to reach 120.
+    login_long_max_failures: int = 50
+    login_long_window: int = 3600
     ip_max_failures: int = 50
     ip_window: int = 300
     global_max_failures: int = 1000
@@ -57,6 +61,8 @@ _INTEGER_OPTIONS = (
     ("reset_ttl", "IDENTITY_RESET_TTL", 60, 7 * 24 * 3600),
     ("login_max_failures", "IDENTITY_LOGIN_MAX_FAILURES", 1, 100000),
     ("login_window", "IDENTITY_LOGIN_WINDOW", 1, 86400),
+    ("login_long_max_failures", "IDENTITY_LOGIN_LONG_MAX_FAILURES", 1, 100000),
+    ("login_long_window", "IDENTITY_LOGIN_LONG_WINDOW", 1, 7 * 86400),
     ("ip_max_failures", "IDENTITY_IP_MAX_FAILURES", 1, 1000000),
     ("ip_window", "IDENTITY_IP_WINDOW", 1, 86400),
     ("global_max_failures", "IDENTITY_GLOBAL_MAX_FAILURES", 1, 10000000),

@@ -36,7 +36,13 @@ class PwnedPasswordsClient:
             )
             response.raise_for_status()
         except requests.RequestException as error:
-            log.warning("identity.hibp_unavailable", extra={"error": repr(error)})
+            # The error's text contains the request URL, and with it the first
+            # five hex digits of the password's SHA-1: log only its type.
+            status = getattr(error.response, "status_code", None)
+            log.warning(
+                "identity.hibp_unavailable",
+                extra={"error": type(error).__name__, "status": status},
+            )
             return False
 
         for line in response.text.splitlines():

@@ -25,6 +25,23 @@ def normalize_password(password: str) -> str:
     return unicodedata.normalize("NFC", password)
 
 
+_WHITESPACE_RUN = re.compile(r"\s{2,}")
+# NIST SP 800-63B names repetitive and sequential strings among the passwords to
+# reject. Fewer distinct characters than this mark a repetition.
+MIN_DISTINCT_CHARACTERS = 5
+
+
+def is_repetitive(password: str) -> bool:
+    """Tell whether a password repeats a few characters or is one sequence
+    ("abcdefghijkl", "987654321098"), ignoring case and spaces."""
+    folded = password.lower().replace(" ", "")
+    if len(set(folded)) < MIN_DISTINCT_CHARACTERS:
+        return True
+    steps = {ord(b) - ord(a) for a, b in zip(folded, folded[1:], strict=False)}
+    # Digit runs that wrap around ("...7890123") step by 1 and by -9.
+    return steps <= {1, -9} or steps <= {-1, 9}
+
+
 class Argon2Hasher:
     """argon2id hashes with configurable cost; older parameters get rehashed."""
 
@@ -120,18 +137,26 @@ class PasswordPolicy:
         if not isinstance(password, str):
             raise InvalidPassword("The password must be text.")
         password = normalize_password(password)
-        length = len(password)
+        # Runs of spaces count as one character toward the minimum (NIST SP
+        # 800-63B allows this), so twelve characters cannot be "x" and 11 spaces.
+        # The password itself keeps every space.
+        length = len(_WHITESPACE_RUN.sub(" ", password))
         if length < self.min_length:
             raise InvalidPassword(
                 f"The password is too short: use at least {self.min_length} "
                 f"characters (this one has {length})."
             )
-        if length > self.max_length:
+        if len(password) > self.max_length:
             raise InvalidPassword(
                 f"The password is too long: use at most {self.max_length} characters."
             )
         if any(unicodedata.category(char) == "Cc" for char in password):
             raise InvalidPassword("The password must not contain control characters.")
+        if is_repetitive(password):
+            raise InvalidPassword(
+                "The password is too repetitive or follows a simple sequence "
+                "(like aaaa or 1234). Choose another."
+            )
         if password.lower() in common_passwords():
             raise InvalidPassword(
                 "This password is on a list of commonly used passwords. Choose another."

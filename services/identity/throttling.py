@@ -38,6 +38,12 @@ class ThrottleLimits:
                 config.login_max_failures,
                 config.login_window,
             ),
+            Limit(
+                "login-hour",
+                login_throttle_key(login_text),
+                config.login_long_max_failures,
+                config.login_long_window,
+            ),
             Limit("ip", f"ip:{ip_hash}", config.ip_max_failures, config.ip_window),
             Limit("global", "global", config.global_max_failures, config.global_window),
         ]

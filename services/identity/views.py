@@ -35,7 +35,13 @@ log = logging.getLogger(__name__)
 
 blueprint = Blueprint("identity", __name__)
 
-NOTICE_EVENTS = ("password_changed", "factor_changed", "recovery_code_used")
+NOTICE_EVENTS = (
+    "password_changed",
+    "factor_changed",
+    "recovery_code_used",
+    "recovery_codes_renewed",
+    "sessions_ended",
+)
 MAX_DETAIL_BYTES = 4096
 MAX_URL_LENGTH = 512
 DEFAULT_AUDIT_LIMIT = 50

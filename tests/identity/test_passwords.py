@@ -23,21 +23,25 @@ def test_policy_rejects_short_password(api):
         api.make_agent(password="a" * 5 + "b" * 6)
 
 
+LONG_PASSWORD = ("correct horse battery staple " * 40)[:1024]
+
+
 def test_policy_accepts_1024_characters(api):
-    agent = api.make_agent(password="x7" * 512)
-    assert api.login(agent.login, "x7" * 512).status_code == 200
+    agent = api.make_agent(password=LONG_PASSWORD)
+    assert api.login(agent.login, LONG_PASSWORD).status_code == 200
 
 
 def test_policy_rejects_1025_characters(api):
     with pytest.raises(InvalidPassword, match="too long"):
-        api.make_agent(password="x7" * 512 + "z")
+        api.make_agent(password=LONG_PASSWORD + "z")
 
 
 def test_policy_counts_code_points_after_nfc(api):
-    decomposed = unicodedata.normalize("NFD", "é" * 12)
+    composed = "éèêëàâäôö"
+    decomposed = unicodedata.normalize("NFD", composed + "üïî")
     assert len(decomposed) == 24
     agent = api.make_agent(password=decomposed)
-    assert api.login(agent.login, "é" * 12).status_code == 200
+    assert api.login(agent.login, composed + "üïî").status_code == 200
     with pytest.raises(InvalidPassword, match="too short"):
         api.make_agent(login="bob", password=unicodedata.normalize("NFD", "é" * 11))
 
@@ -204,3 +208,28 @@ def test_hibp_fails_open_when_unreachable(make_app, closed_port):
         "open", "open@example.com", "Op", "En", GOOD
     )
     assert agent.id
+
+
+
+def test_policy_counts_space_runs_once(api):
+    with pytest.raises(InvalidPassword, match="too short"):
+        api.make_agent(password="x" + " " * 11)
+
+
+def test_policy_keeps_spaces_of_accepted_password(api):
+    password = "  two  spaced   words here  "
+
+    agent = api.make_agent(password=password)
+
+    assert api.login(agent.login, password).status_code == 200
+    assert api.login(agent.login, password.strip()).status_code == 401
+
+
+@pytest.mark.parametrize(
+    "password",
+    ["aaaaaaaaaaaaaaaa", "abababababab", "abcdefghijklmno", "123456789012",
+     "987654321098", "y" * 1024],
+)
+def test_policy_rejects_repetitive_passwords(api, password):
+    with pytest.raises(InvalidPassword, match="too repetitive"):
+        api.make_agent(password=password)
