@@ -29,6 +29,11 @@ class InvalidToken(OtpError):
     message = "The code is not valid. Check it and try again."
 
 
+class MalformedCode(InvalidToken):
+    """The input cannot be a code at all (wrong length, not digits), so it is not
+    counted as a guess."""
+
+
 class TokenExpired(OtpError):
     code = "expired_token"
     message = "The code has expired. Request a new one."

@@ -33,6 +33,7 @@ from .interfaces import (
     Factor,
     InvalidToken,
     MailUnavailable,
+    MalformedCode,
     NoFactor,
     OtpError,
     VerificationResult,
@@ -120,6 +121,11 @@ class OtpService:
             return attempt()
         except OtpError as error:
             if isinstance(error, NoFactor):
+                raise
+            if isinstance(error, MalformedCode):
+                # A typo of the wrong length cannot guess a code, so it does not
+                # count against the person's tries.
+                log.info("otp.malformed_code", extra=fields)
                 raise
             log.warning("otp.verify_failed", extra={**fields, "reason": error.code})
             try:
@@ -266,7 +272,7 @@ class OtpService:
     def _email_code(self, token: str) -> str:
         code = totp.normalize_code(token, self.config.token_digits)
         if code is None:
-            raise InvalidToken(
+            raise MalformedCode(
                 f"The code has {self.config.token_digits} digits. Check it and "
                 "try again."
             )
@@ -289,7 +295,7 @@ class OtpService:
     def _matching_step(self, secret: str, token: str) -> int:
         code = totp.normalize_code(token, totp.TOTP_DIGITS)
         if code is None:
-            raise InvalidToken(
+            raise MalformedCode(
                 f"The code has {totp.TOTP_DIGITS} digits. Check it and try again."
             )
         step = totp.matching_step(totp.decode_secret(secret), code, time.time())

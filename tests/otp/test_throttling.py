@@ -143,3 +143,15 @@ def test_admin_clear_throttle(make_api, flows):
 
     assert admin.clear_throttle(AGENT) >= 1
     assert flows.verify(api, pyotp.TOTP(secret).now()).status_code == 200
+
+
+def test_malformed_codes_not_counted(make_api, flows):
+    api = make_api(**SHORT_WINDOWS)
+    secret, _codes = flows.enroll_app(api)
+    malformed = [flows.verify(api, token) for token in ("12345", "abcdef", "1234567")]
+    assert [a.status_code for a in malformed] == [400, 400, 400]
+    assert all(a.json["error"] == "invalid_token" for a in malformed)
+
+    accepted = flows.verify(api, pyotp.TOTP(secret).now())
+
+    assert accepted.status_code == 200
