@@ -132,13 +132,68 @@ def command_agent_reset_2fa(args: argparse.Namespace) -> None:
     except ImportError as error:
         raise CommandError(f"the OTP package is not installed: {error}") from error
 
-    if reset_factor(agent.id):
-        print(
-            f"removed the second factor of {agent.login!r}; the next login sets "
-            "one up again"
-        )
-    else:
+    if not reset_factor(agent.id):
         print(f"agent {agent.login!r} had no second factor; nothing to remove")
+        return
+    # The factor is usually removed because a phone was lost or stolen, so a
+    # session that passed the old factor must not outlive it.
+    ended = _end_sessions(agent.id)
+    _record_operator_event(
+        agent.id, "second_factor_reset_by_operator", {"sessions_ended": ended}
+    )
+    _mail_notice(agent, "factor_removed")
+    print(
+        f"removed the second factor of {agent.login!r} and ended {ended} "
+        "session(s); the next login sets one up again"
+    )
+
+
+def _end_sessions(agent_id: int) -> int:
+    from gatehouse.common.config import load_settings
+    from gatehouse.common.redis_store import connect
+    from gatehouse.gateway.sessions import RedisSessionStore
+
+    settings = load_settings()
+    store = RedisSessionStore(
+        connect(settings.redis_url), settings.redis_prefix + "gw:", 1, 1
+    )
+    return store.end_all(agent_id)
+
+
+def _record_operator_event(agent_id: int, event: str, detail: dict) -> None:
+    from gatehouse.identity.audit import SqlAuditLog
+    from gatehouse.identity.database import (
+        create_database_engine,
+        create_session_factory,
+    )
+
+    settings, config = _identity()
+    sessions = create_session_factory(create_database_engine(config.database_url))
+    SqlAuditLog(sessions, settings.log_hash_key).record(
+        event, agent_id, None, "agentctl", detail
+    )
+
+
+def _mail_notice(agent, event: str) -> None:
+    from gatehouse.common.config import load_settings
+    from gatehouse.common.mail import KIND_NOTICE, MailJob, MailPublisher, PublishFailed
+
+    settings = load_settings()
+    job = MailJob(
+        kind=KIND_NOTICE,
+        to=agent.email,
+        agent_id=agent.id,
+        first_name=agent.first_name,
+        params={"event": event},
+        email_security=True,
+    )
+    try:
+        MailPublisher(settings.amqp_url, settings.amqp_prefix).publish(job)
+    except PublishFailed as error:
+        print(
+            f"agentctl: warning: the notice mail was not queued: {error}",
+            file=sys.stderr,
+        )
 
 
 def _import_key(

@@ -125,6 +125,9 @@ def configure_logging(service: str, log_format: str, level: str = "INFO") -> Non
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # pika logs every heartbeat and frame at INFO; its warnings still show.
-    logging.getLogger("pika").setLevel(logging.WARNING)
+    # pika logs every heartbeat and frame at INFO, and a connection reset as
+    # several ERROR lines with tracebacks; the callers log their own retries.
+    logging.getLogger("pika").setLevel(logging.CRITICAL)
+    # Flask-WTF logs each CSRF rejection at INFO; the gateway logs its own line.
+    logging.getLogger("flask_wtf.csrf").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)

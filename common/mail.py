@@ -188,6 +188,13 @@ class MailPublisher:
         parameters.retry_delay = 0.5
         parameters.socket_timeout = 5
         parameters.blocked_connection_timeout = 10
+        # A BlockingConnection answers heartbeats only while it is called, so an
+        # idle publisher would be dropped by the broker after two missed beats and
+        # log a reset at its next publish. Without heartbeats, TCP keepalive
+        # notices a dead peer instead, and publish() reconnects once on failure.
+        parameters.heartbeat = 0
+        parameters.tcp_options = {"TCP_KEEPIDLE": 60, "TCP_KEEPINTVL": 10,
+                                  "TCP_KEEPCNT": 3}
         self._connection = pika.BlockingConnection(parameters)
         self._channel = self._connection.channel()
         self._channel.confirm_delivery()

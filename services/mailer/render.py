@@ -45,6 +45,17 @@ NOTICES = {
         "A recovery code was just used to sign in to your {product} account. "
         "Each recovery code works once.",
     ),
+    "recovery_codes_renewed": (
+        "New {product} recovery codes were created",
+        "New recovery codes were just created for your {product} account. The "
+        "previous recovery codes no longer work.",
+    ),
+    "factor_removed": (
+        "Your {product} sign-in method was removed",
+        "An administrator removed the second sign-in step of your {product} "
+        "account and signed out every browser. You will set up a new second step "
+        "at your next sign-in.",
+    ),
     "sessions_ended": (
         "Your {product} sessions were ended",
         "All sessions of your {product} account were just ended, so every "
