@@ -1,0 +1,1 @@
+"""Benchmarks of gatehouse against privacyIDEA; run with `make bench`."""
