@@ -11,8 +11,11 @@ import functools
 import logging
 import time
 
+import redis
 from flask import current_app, redirect, render_template, request, session, url_for
+from gatehouse.common.audit_queue import queue_audit_event
 from gatehouse.common.internal import ServiceClient, ServiceResponse, ServiceUnavailable
+from gatehouse.common.logs import hash_ip
 
 log = logging.getLogger(__name__)
 
@@ -138,10 +141,24 @@ def requires_recent_password(view):
 
 
 def record_audit(event: str, detail: dict | None = None) -> None:
-    """Store a security event in the identity service's audit log."""
+    """Queue a security event for the identity service's audit log."""
     agent_id = session.get("agent_id")
     if agent_id is None:
         return
+    settings = current_app.config["GATEHOUSE"]
+    try:
+        queue_audit_event(
+            current_app.extensions["redis"],
+            settings.redis_prefix,
+            agent_id,
+            event,
+            hash_ip(settings.log_hash_key, client_ip()),
+            user_agent(),
+            detail,
+        )
+        return
+    except redis.RedisError as error:
+        log.warning("gateway.audit_queue_failed", extra={"error": repr(error)})
     try:
         identity().post(
             "/v1/audit",

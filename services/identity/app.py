@@ -6,6 +6,7 @@ import logging
 
 import redis
 from flask import Flask
+from gatehouse.common.audit_queue import QUEUE_KEY as AUDIT_QUEUE_KEY
 from gatehouse.common.config import load_settings
 from gatehouse.common.internal import ServiceClient, install_service_auth
 from gatehouse.common.logs import configure_logging
@@ -17,7 +18,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
 from .agents import AgentService, SqlAgentRepository
-from .audit import SqlAuditLog
+from .audit import AuditQueueDrainer, SqlAuditLog
 from .config import VARIABLES, load_identity_config
 from .database import create_database_engine, create_session_factory
 from .hibp import PwnedPasswordsClient
@@ -118,6 +119,10 @@ def create_app(test_config: dict | None = None) -> Flask:
             "rabbitmq": publisher.check,
         },
     )
+    if app.config.get("AUDIT_QUEUE_DRAINER", True):
+        AuditQueueDrainer(
+            redis_client, settings.redis_prefix + AUDIT_QUEUE_KEY, sessions
+        ).start()
     log.info("identity.started", extra={"argon2_memory_kib": config.argon2_memory_kib})
     return app
 

@@ -1,5 +1,7 @@
 """Sessions, CSRF, the security page, internal credentials and health probes."""
 
+import time
+
 import pytest
 import requests
 from support.flows import NEW_PASSWORD, enroll_app, first_login
@@ -297,3 +299,18 @@ def test_operator_reset_ends_sessions_and_mails_notice(stack, smtp, make_agent):
     assert notice
     page = Browser(stack.url).login(agent.login, agent.password)
     assert page.name == "2fa-setup"
+
+
+def test_security_page_shows_recent_events(stack, make_agent):
+    _, browser = _signed_in(stack, make_agent)
+    deadline = time.monotonic() + 10
+    while True:
+        page = browser.get("/agent/preferences/security")
+        # The gateway queues its events; identity stores them within moments.
+        if "factor enrolled" in page.text or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+
+    assert "factor enrolled" in page.text
+    assert "password changed" in page.text
+    assert "login succeeded" in page.text

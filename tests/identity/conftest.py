@@ -78,7 +78,13 @@ def make_app(stack_env):
     built = []
 
     def factory(**overrides):
-        config = {**CHEAP_ARGON2, "IDENTITY_MAIL_RETRY_DELAYS": (0.05,), **overrides}
+        # The tests drain the audit queue themselves, so no thread outlives them.
+        config = {
+            **CHEAP_ARGON2,
+            "IDENTITY_MAIL_RETRY_DELAYS": (0.05,),
+            "AUDIT_QUEUE_DRAINER": False,
+            **overrides,
+        }
         settings = load_settings()
         url = config.get(
             "IDENTITY_DATABASE_URL",

@@ -90,3 +90,48 @@ def test_odd_input_is_4xx_not_500(api):
         "/v1/audit", {"agent_id": agent.id, "event": "ok", "user_agent": "nul\x00agent"}
     )
     assert ok.status_code == 201
+
+
+def _drainer(api):
+    import redis as redis_module
+
+    from gatehouse.common.audit_queue import QUEUE_KEY
+    from gatehouse.identity.audit import AuditQueueDrainer
+
+    settings = load_settings()
+    client = redis_module.Redis.from_url(settings.redis_url)
+    sessions = api.app.extensions["identity"].agents.repository.session_factory
+    drainer = AuditQueueDrainer(client, settings.redis_prefix + QUEUE_KEY, sessions)
+    return drainer, client, settings
+
+
+def test_queued_events_stored_in_one_batch(api):
+    from gatehouse.common.audit_queue import queue_audit_event
+
+    agent = api.make_agent()
+    drainer, client, settings = _drainer(api)
+    for event in ("second_factor_succeeded", "session_ended"):
+        queue_audit_event(client, settings.redis_prefix, agent.id, event,
+                          "abc123", "Firefox", {"method": "app"})
+
+    stored = drainer.drain_once(wait=False)
+
+    assert stored == 2
+    events = api.get(f"/v1/agents/{agent.id}/audit?limit=10").get_json()["events"]
+    names = [event["event"] for event in events]
+    assert "second_factor_succeeded" in names
+    assert "session_ended" in names
+    queued = next(e for e in events if e["event"] == "session_ended")
+    assert queued["ip_hash"] == "abc123"
+    assert queued["user_agent"] == "Firefox"
+
+
+def test_invalid_queued_event_dropped(api):
+    from gatehouse.common.audit_queue import QUEUE_KEY
+
+    drainer, client, settings = _drainer(api)
+    client.rpush(settings.redis_prefix + QUEUE_KEY, b"not json",
+                 b'{"time": 1, "event": "Bad Name!"}')
+
+    assert drainer.drain_once(wait=False) == 0
+    assert client.llen(settings.redis_prefix + QUEUE_KEY) == 0
