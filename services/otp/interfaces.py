@@ -77,7 +77,8 @@ class Factor:
 class VerificationResult:
     method: str
     recovery_code_used: bool
-    recovery_codes_left: int
+    # Counted only when a recovery code was used, to spare a query per login.
+    recovery_codes_left: int | None = None
 
 
 class EmailTokenStore(Protocol):

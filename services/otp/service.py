@@ -343,8 +343,7 @@ class OtpService:
                 step = self._matching_step(factor.secret or "", token)
                 if not self.stores.replay.accept(agent_id, step):
                     raise InvalidToken(REPLAYED_CODE_MESSAGE)
-            left = self.stores.recovery.remaining(agent_id)
-            return VerificationResult(factor.method, False, left)
+            return VerificationResult(factor.method, False)
 
         result = self._throttled(agent_id, client_ip, "verification", attempt)
         log.info(

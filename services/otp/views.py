@@ -243,11 +243,10 @@ def verify():
     client_ip = _text(data, "client_ip", 64, required=False, allow_empty=True)
 
     result = service().verify(agent_id, token, client_ip)
-    return jsonify(
-        method=result.method,
-        recovery_code_used=result.recovery_code_used,
-        recovery_codes_left=result.recovery_codes_left,
-    )
+    answer = {"method": result.method, "recovery_code_used": result.recovery_code_used}
+    if result.recovery_code_used:
+        answer["recovery_codes_left"] = result.recovery_codes_left
+    return jsonify(answer)
 
 
 # Remembered devices -----------------------------------------------------------------
