@@ -120,9 +120,19 @@ class Settings:
         return self.environment == "development"
 
 
+# Secrets that are random strings rather than keys with a format of their own.
+MIN_SECRET_LENGTH = 32
+
+
 def _secret(name: str, dev_secrets: dict[str, str] | None) -> str:
     value = os.environ.get(name, "")
     if value:
+        if name != "GATEHOUSE_OTP_KEYS" and len(value) < MIN_SECRET_LENGTH:
+            raise ConfigError(
+                f"{name} is too short ({len(value)} characters); use at least "
+                f"{MIN_SECRET_LENGTH} random characters, for example from "
+                "'openssl rand -hex 32'"
+            )
         return value
     if dev_secrets is not None:
         return dev_secrets[name]

@@ -1,8 +1,8 @@
 """Internal calls between services: a shared bearer credential and a JSON client.
 
-Only the gateway is reachable from browsers. Identity and OTP answer 401 to any
-request without ``Authorization: Bearer $GATEHOUSE_SERVICE_TOKEN``, except the
-health probes.
+Only the gateway is reachable from browsers. Identity and OTP reject any request
+without ``Authorization: Bearer $GATEHOUSE_SERVICE_TOKEN`` with 401, except
+the health probes.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def install_service_auth(app: Flask, service_token: str) -> None:
 
 
 class ServiceUnavailable(RuntimeError):
-    """A backend service did not answer; the message names it."""
+    """A backend service was unreachable or timed out; the message names it."""
 
 
 @dataclass
@@ -102,7 +102,7 @@ class ServiceClient:
             return next(self._cycle)
 
     def call(self, method: str, path: str, json: dict | None = None) -> ServiceResponse:
-        """Send one request; raise ServiceUnavailable when no replica answers."""
+        """Send one request; raise ServiceUnavailable when no replica responds."""
         headers = {
             "Authorization": self._authorization,
             REQUEST_ID_HEADER: current_request_id() or clean_request_id(None),

@@ -30,7 +30,7 @@ ROUTING_KEY = "mail"
 
 
 class InvalidMailJob(ValueError):
-    """A message body is not a valid mail job; the message says which field."""
+    """A message body is not a valid mail job; the message names the field."""
 
 
 @dataclass
@@ -188,7 +188,7 @@ class MailPublisher:
         parameters.retry_delay = 0.5
         parameters.socket_timeout = 5
         parameters.blocked_connection_timeout = 10
-        # A BlockingConnection answers heartbeats only while it is called, so an
+        # A BlockingConnection sends heartbeats only while it is called, so an
         # idle publisher would be dropped by the broker after two missed beats and
         # log a reset at its next publish. Without heartbeats, TCP keepalive
         # notices a dead peer instead, and publish() reconnects once on failure.

@@ -220,12 +220,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gatehouse-stack", description=__doc__)
     parser.add_argument("command", choices=["run", "migrate"])
     arguments = parser.parse_args(argv)
+    # Logging first, so the line naming a newly created dev-secrets.json shows
+    # its path.
+    configure_logging("stack", env_str("GATEHOUSE_LOG_FORMAT", "text"))
     try:
-        settings = load_settings()
+        load_settings()
     except ConfigError as error:
         print(f"gatehouse-stack: error: {error}", file=sys.stderr)
         return 2
-    configure_logging("stack", settings.log_format)
     if arguments.command == "migrate":
         migrate()
         return 0

@@ -19,7 +19,7 @@ def error_response(status: int, error: str, message: str, **fields):
 
 
 def install_json_errors(app: Flask) -> None:
-    """Answer every HTTP error and uncaught exception with a JSON body."""
+    """Return a JSON body for every HTTP error and uncaught exception."""
 
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException):
@@ -38,7 +38,7 @@ def install_json_errors(app: Flask) -> None:
 def install_health(app: Flask, checks: dict[str, ReadinessCheck]) -> None:
     """Add ``/healthz`` (process alive) and ``/readyz`` (every check passes).
 
-    Each check raises when its dependency is unreachable; ``/readyz`` answers 503
+    Each check raises when its dependency is unreachable; ``/readyz`` returns 503
     naming every failed dependency.
     """
 

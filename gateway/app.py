@@ -21,6 +21,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import display, views
+from .forms import MAX_LOGIN_LENGTH, ForgotPasswordForm, LoginForm
 from .sessions import RedisSessionInterface, RedisSessionStore
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 csrf = CSRFProtect()
 
 CONTENT_SECURITY_POLICY = (
-    "default-src 'none'; style-src 'self'; img-src 'self' data:; "
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 
@@ -169,6 +170,20 @@ def _install_error_pages(app: Flask) -> None:
             "gateway.csrf_rejected",
             extra={"path": request.path, "reason": error.description},
         )
+        # The two forms a signed-out person uses come back filled in, so an
+        # expired session costs them a click, not their typing.
+        expired = "This form is no longer valid, so nothing was sent. Please try again."
+        typed_login = request.form.get("login", "")[:MAX_LOGIN_LENGTH]
+        if request.path in ("/agent", "/agent/"):
+            form = LoginForm(formdata=None, login=typed_login)
+            return render_template(
+                "login.html", page="login", form=form, error=expired
+            ), 400
+        if request.path == "/agent/password/forgot":
+            form = ForgotPasswordForm(formdata=None, login=typed_login)
+            return render_template(
+                "password_forgot.html", page="password-forgot", form=form, error=expired
+            ), 400
         return page(
             400,
             "Form expired",

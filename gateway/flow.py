@@ -211,7 +211,7 @@ def complete_login() -> None:
 
 
 def send_challenge() -> dict:
-    """Ask the OTP service to send an email token; return its answer."""
+    """Ask the OTP service to send an email token; return its response body."""
     response = otp().post(
         "/v1/challenges",
         {

@@ -1,7 +1,7 @@
 """Server-side browser sessions in Redis.
 
 The cookie carries only a random session id; Redis stores the session under a
-SHA-256 of that id, so a copy of Redis holds no usable cookie. The session data
+SHA-256 of that id, so a copy of Redis contains no usable cookie. The session data
 itself is sealed with AES-GCM under a key derived from the session id, so a copy
 of Redis (or of its append-only file) reveals no CSRF token, reset token or
 set-up secret either; only the few fields the security page lists for other

@@ -49,12 +49,14 @@ def test_production_reads_secrets_from_env(clean_env, monkeypatch):
         "GATEHOUSE_SERVICE_TOKEN",
         "GATEHOUSE_LOG_HASH_KEY",
     ):
-        monkeypatch.setenv(name, f"value-of-{name}")
+        monkeypatch.setenv(name, f"value-of-{name}-padded-to-32-characters")
     monkeypatch.setenv("GATEHOUSE_OTP_KEYS", "new-key,old-key")
 
     settings = load_settings()
 
-    assert settings.service_token == "value-of-GATEHOUSE_SERVICE_TOKEN"
+    assert settings.service_token == (
+        "value-of-GATEHOUSE_SERVICE_TOKEN-padded-to-32-characters"
+    )
     assert settings.otp_keys == ["new-key", "old-key"]
     assert settings.log_format == "json"
 
@@ -100,3 +102,11 @@ def test_env_int_range_checked(monkeypatch):
 
     with pytest.raises(ConfigError, match="above the maximum 10"):
         env_int("OTP_TOKEN_DIGITS", 6, 6, 10)
+
+
+def test_short_secret_rejected(clean_env, monkeypatch):
+    monkeypatch.setenv("GATEHOUSE_ENV", "development")
+    monkeypatch.setenv("GATEHOUSE_SERVICE_TOKEN", "short")
+
+    with pytest.raises(ConfigError, match="GATEHOUSE_SERVICE_TOKEN is too short"):
+        load_settings()

@@ -83,7 +83,7 @@ def gateway_server(tmp_path):
         GATEWAY_PORT=str(port),
         GUNICORN_WORKERS="1",
         GUNICORN_THREADS="2",
-        GATEHOUSE_LOG_HASH_KEY="test-hash-key",
+        GATEHOUSE_LOG_HASH_KEY="test-hash-key-of-at-least-32-characters",
     )
     process = _start(tmp_path, environment)
     yield f"http://127.0.0.1:{port}", tmp_path / "gunicorn.log"

@@ -36,7 +36,13 @@ def test_first_login_app_setup_and_second_login(e2e_stack, chromium, tmp_path):
     page.get_by_role("button", name="Sign in").click()
 
     assert _page_name(page) == "password-change"
-    page.get_by_label("New password", exact=True).fill(NEW_PASSWORD)
+    new_password = page.get_by_label("New password", exact=True)
+    new_password.fill("short")
+    assert page.locator("#new_password-strength").get_attribute("value") == "1"
+    page.get_by_role("button", name="Show").first.click()
+    assert new_password.get_attribute("type") == "text"
+    page.screenshot(path=str(tmp_path / "password-change.png"))
+    new_password.fill(NEW_PASSWORD)
     page.get_by_label("Repeat the new password").fill(NEW_PASSWORD)
     page.get_by_role("button", name="Change password").click()
 

@@ -293,3 +293,15 @@ def test_login_spaces_stripped_but_password_kept(client, services):
     sent = services["identity"].calls[-1][2]
     assert sent["login"] == "ann"
     assert sent["password"] == " pw "
+
+
+def test_expired_login_form_comes_back_filled(client, services):
+    response = client.post(
+        "/agent", data={"login": "ann", "password": "pw", "csrf_token": "stale"}
+    )
+
+    assert response.status_code == 400
+    assert b'<body data-page="login">' in response.data
+    assert b'value="ann"' in response.data
+    assert b"no longer valid" in response.data
+    assert services["identity"].calls == []
