@@ -41,10 +41,10 @@ def _private_env(data_dir) -> dict[str, str]:
         "GATEHOUSE_AMQP_PREFIX": f"test-otp-{run_id}",
         "REDIS_URL": REDIS_URL,
         "AMQP_URL": AMQP_URL,
-        "GATEHOUSE_SECRET_KEY": "test-secret-" + run_id,
+        "GATEHOUSE_SECRET_KEY": "test-secret-" + uuid.uuid4().hex,
         "GATEHOUSE_SERVICE_TOKEN": SERVICE_TOKEN,
         "GATEHOUSE_OTP_KEYS": Fernet.generate_key().decode(),
-        "GATEHOUSE_LOG_HASH_KEY": "test-log-hash-" + run_id,
+        "GATEHOUSE_LOG_HASH_KEY": "test-log-hash-" + uuid.uuid4().hex,
     }
 
 

@@ -123,7 +123,7 @@ def test_remembered_device(api):
 def test_device_token_from_other_secret_rejected(make_api, monkeypatch):
     api = make_api()
     token = api.post("/v1/devices", {"agent_id": AGENT}).json["device_token"]
-    monkeypatch.setenv("GATEHOUSE_SECRET_KEY", "another-secret")
+    monkeypatch.setenv("GATEHOUSE_SECRET_KEY", "another-secret-" + "x" * 32)
     other = make_api()
     answer = other.post("/v1/devices/check", {"agent_id": AGENT, "device_token": token})
     assert answer.json["trusted"] is False
