@@ -78,7 +78,7 @@ class ServiceClient:
     A replica that refuses the connection is skipped and the next one tried, so one
     OTP replica going down costs no request. It uses urllib3 directly, because its
     pool manager is thread-safe and skips the per-call work requests adds on top
-    (hooks, cookie jar, adapters); internal calls were a third of the gateway's CPU
+    (hooks, cookie jar, adapters). Internal calls were a third of the gateway's CPU
     per login in the py-spy profile of ``make bench``.
     """
 
@@ -107,6 +107,7 @@ class ServiceClient:
             "Authorization": self._authorization,
             REQUEST_ID_HEADER: current_request_id() or clean_request_id(None),
         }
+
         body = None
         if json is not None:
             body = json_module.dumps(json).encode()

@@ -193,8 +193,11 @@ class MailPublisher:
         # log a reset at its next publish. Without heartbeats, TCP keepalive
         # notices a dead peer instead, and publish() reconnects once on failure.
         parameters.heartbeat = 0
-        parameters.tcp_options = {"TCP_KEEPIDLE": 60, "TCP_KEEPINTVL": 10,
-                                  "TCP_KEEPCNT": 3}
+        parameters.tcp_options = {
+            "TCP_KEEPIDLE": 60,
+            "TCP_KEEPINTVL": 10,
+            "TCP_KEEPCNT": 3,
+        }
         self._connection = pika.BlockingConnection(parameters)
         self._channel = self._connection.channel()
         self._channel.confirm_delivery()

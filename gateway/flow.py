@@ -52,7 +52,7 @@ def expect(response: ServiceResponse, *statuses: int) -> dict:
     """Return the body if the status is expected; a service fault raises."""
     if response.status not in statuses:
         raise ServiceUnavailable(
-            f"unexpected answer {response.status} {response.body.get('error')!r}"
+            f"unexpected response {response.status} {response.body.get('error')!r}"
         )
     return response.body
 

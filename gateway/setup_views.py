@@ -243,8 +243,8 @@ def twofa_setup_app():
             200,
         )
         # The session keeps what the page shows, so a reload or a mistyped code
-        # shows the same secret; the OTP service keeps the pending secret with the
-        # same TTL and only a confirmed first code enrolls it.
+        # shows the same secret. The OTP service keeps the pending secret with the
+        # same TTL, and only a confirmed first code enrolls it.
         enrollment = {
             "secret_groups": _group(answer["secret"]),
             "otpauth_uri": answer["otpauth_uri"],

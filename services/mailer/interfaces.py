@@ -1,4 +1,4 @@
-"""What the mailer's parts promise each other, and the errors they raise."""
+"""Contracts between the mailer's parts, and the errors they raise."""
 
 from __future__ import annotations
 
@@ -8,15 +8,16 @@ from typing import Protocol
 
 
 class KeyImportError(ValueError):
-    """A key or certificate file cannot be imported; the message says why."""
+    """A key or certificate file cannot be imported; the message gives the reason."""
 
 
 class KeyStoreError(RuntimeError):
-    """The GnuPG home or the certificate store is unusable; the message says why."""
+    """The GnuPG home or the certificate store is unusable; the message gives
+    the reason."""
 
 
 class EncryptionFailed(RuntimeError):
-    """Encrypting a mail failed; the message says which method and why."""
+    """Encrypting a mail failed; the message names the method and the reason."""
 
 
 class DeliveryError(Exception):
