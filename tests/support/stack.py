@@ -157,6 +157,16 @@ class LocalStack:
         if getattr(self, "_log_file", None):
             self._log_file.close()
         self.cleanup_servers()
+        # The mailer's gpg calls start a gpg-agent for the stack's GnuPG home, which
+        # would outlive the test run.
+        gnupg_home = self.data_dir / "gnupg"
+        if gnupg_home.exists():
+            subprocess.run(
+                ["gpgconf", "--homedir", str(gnupg_home), "--kill", "all"],
+                capture_output=True,
+                timeout=30,
+                check=False,
+            )
 
     def cleanup_servers(self) -> None:
         """Delete this stack's Redis keys, RabbitMQ queues and exchanges."""
