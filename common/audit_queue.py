@@ -1,8 +1,8 @@
 """Audit events queued in Redis by the gateway for the identity service to store.
 
 Pushing an event costs the gateway one Redis command instead of an HTTP call
-and an SQL commit per event; identity drains the list in batches, one commit per
-batch. An event holds only what the audit table stores: the client address is
+and an SQL commit per event. Identity drains the list in batches, one commit per
+batch. An event contains only what the audit table stores: the client address is
 already a keyed hash, never the address itself.
 """
 

@@ -1,6 +1,6 @@
 """Configuration read from the environment, shared by every service and agentctl.
 
-Every variable is documented in README.md. Secrets come from the environment; in
+Every variable is documented in README.md. Secrets come from the environment. In
 development (``GATEHOUSE_ENV=development``) missing secrets are generated once and
 kept in ``dev-secrets.json`` under the data folder, so ``make run`` and ``agentctl``
 agree without any set-up. Outside development a missing secret stops the process.

@@ -2,8 +2,8 @@
 
 Each limit is a sorted set of failure times (milliseconds, from the Redis server's
 clock so replicas with skewed clocks agree). A limit is exhausted while its window
-holds ``max_failures`` entries; it frees itself as the oldest entries age out, so
-throttling slows an attacker down and never locks anyone out for good.
+contains ``max_failures`` entries. It frees itself as the oldest entries age out,
+so throttling slows an attacker down and never locks anyone out for good.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Run the whole gatehouse stack as local processes: ``make run`` and the tests.
 
-``python -m gatehouse.common.stack migrate`` upgrades both databases;
+``python -m gatehouse.common.stack migrate`` upgrades both databases.
 ``python -m gatehouse.common.stack run`` also starts identity, the OTP replicas, the
 mailer and the gateway in the foreground, and stops them all on SIGINT or SIGTERM.
 If any of them exits on its own, the rest are stopped and the exit status is 1.

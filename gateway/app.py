@@ -241,7 +241,7 @@ def _readiness_checks(app: Flask, redis_client) -> dict:
             for base in client.base_urls:
                 response = requests.get(base + "/readyz", timeout=2)
                 if response.status_code != 200:
-                    raise RuntimeError(f"{base}/readyz answered {response.status_code}")
+                    raise RuntimeError(f"{base}/readyz returned {response.status_code}")
 
         return check
 

@@ -1,6 +1,6 @@
 """The login steps kept in the server session, and helpers every view shares.
 
-A session moves through the stages below; each page names the stages it serves,
+A session moves through the stages below. Each page names the stages it serves,
 and any other page redirects to the page of the current stage. Because the stage
 lives only on the server, no URL can skip a step.
 """

@@ -4,7 +4,7 @@ The cookie carries only a random session id; Redis stores the session under a
 SHA-256 of that id, so a copy of Redis contains no usable cookie. The session data
 itself is sealed with AES-GCM under a key derived from the session id, so a copy
 of Redis (or of its append-only file) reveals no CSRF token, reset token or
-set-up secret either; only the few fields the security page lists for other
+set-up secret either. Only the few fields the security page lists for other
 sessions (times, browser, step) are stored in clear. Sessions end after
 an idle timeout (the Redis TTL, refreshed on every request) and an absolute
 timeout counted from the login. Every session of an agent is indexed, so a

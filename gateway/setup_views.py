@@ -1,7 +1,7 @@
 """First-login steps: the initial password change and the second-factor setup.
 
 The setup pages also serve a signed-in agent who changes method from
-Personalization → Security; the new factor replaces the old one only after it is
+Personalization → Security. The new factor replaces the old one only after it is
 confirmed.
 """
 

@@ -73,7 +73,7 @@ class AuditQueueDrainer:
     """Move events the gateway queued in Redis into the audit table in batches.
 
     Every identity worker process runs one drainer thread. A batch is removed
-    from the list before it is written; if the write fails, the batch goes back
+    from the list before it is written. If the write fails, the batch goes back
     to the head of the list, so an event is stored at least once.
     """
 

@@ -56,6 +56,15 @@ def _body() -> dict:
     return data
 
 
+def _code_submission() -> tuple[int, str, str]:
+    """Read ``agent_id``, ``token`` and ``client_ip`` from a code-checking request."""
+    data = _body()
+    agent_id = _check_agent_id(data.get("agent_id"))
+    token = _text(data, "token", 64)
+    client_ip = _text(data, "client_ip", 64, required=False, allow_empty=True)
+    return agent_id, token, client_ip
+
+
 def _check_agent_id(value) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidRequest("agent_id must be a positive integer")
@@ -184,10 +193,7 @@ def start_email_enrollment():
 
 @blueprint.post("/v1/enrollments/email/confirm")
 def confirm_email_enrollment():
-    data = _body()
-    agent_id = _check_agent_id(data.get("agent_id"))
-    token = _text(data, "token", 64)
-    client_ip = _text(data, "client_ip", 64, required=False, allow_empty=True)
+    agent_id, token, client_ip = _code_submission()
 
     codes = service().confirm_email_enrollment(agent_id, token, client_ip)
     return jsonify(method="email", recovery_codes=codes)
@@ -203,10 +209,7 @@ def start_app_enrollment():
 
 @blueprint.post("/v1/enrollments/app/confirm")
 def confirm_app_enrollment():
-    data = _body()
-    agent_id = _check_agent_id(data.get("agent_id"))
-    token = _text(data, "token", 64)
-    client_ip = _text(data, "client_ip", 64, required=False, allow_empty=True)
+    agent_id, token, client_ip = _code_submission()
 
     codes = service().confirm_app_enrollment(agent_id, token, client_ip)
     return jsonify(method="app", recovery_codes=codes)
@@ -237,10 +240,7 @@ def create_challenge():
 
 @blueprint.post("/v1/verifications")
 def verify():
-    data = _body()
-    agent_id = _check_agent_id(data.get("agent_id"))
-    token = _text(data, "token", 64)
-    client_ip = _text(data, "client_ip", 64, required=False, allow_empty=True)
+    agent_id, token, client_ip = _code_submission()
 
     result = service().verify(agent_id, token, client_ip)
     answer = {"method": result.method, "recovery_code_used": result.recovery_code_used}

@@ -18,7 +18,7 @@ from support.stack import LocalStack
 from support.web import Browser
 
 # Every functional test signs in from 127.0.0.1, so the per-IP and global throttles
-# are raised here; the throttling tests use their own stack with tight limits.
+# are raised here. The throttling tests use their own stack with tight limits.
 FUNCTIONAL_ENV = {
     "IDENTITY_IP_MAX_FAILURES": "10000",
     "IDENTITY_GLOBAL_MAX_FAILURES": "100000",

@@ -97,7 +97,7 @@ def test_wrong_password_and_unknown_login_look_identical(browser, make_agent):
     assert wrong.name == unknown.name == "login"
     assert "Invalid user name or password." in wrong.text
     # Apart from the CSRF token and the login typed back into the form, the two
-    # answers are the same page.
+    # responses are the same page.
     wrong_text = wrong.text.replace(wrong.csrf_token, "").replace(agent.login, "L")
     unknown_text = unknown.text.replace(unknown.csrf_token, "").replace(ghost, "L")
     assert wrong_text == unknown_text

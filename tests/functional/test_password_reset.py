@@ -1,4 +1,4 @@
-"""Forgot password: same answer for everyone, a single-use link, sessions ended."""
+"""Forgot password: same response for everyone, a single-use link, sessions ended."""
 
 import re
 

@@ -15,7 +15,7 @@ from gatehouse.gateway.app import create_app
 
 
 class FakeService:
-    """Answers internal calls from a table of (method, path) to responses."""
+    """Return canned responses to internal calls, looked up by (method, path)."""
 
     def __init__(self) -> None:
         self.routes: dict[tuple[str, str], ServiceResponse] = {}

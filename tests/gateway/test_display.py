@@ -1,5 +1,4 @@
 import pytest
-
 from gatehouse.gateway.display import browser_name, encryption_label, utc_time
 from gatehouse.gateway.flow import describe_wait
 

@@ -2,8 +2,8 @@
 
 Set ``GATEHOUSE_TARGET_URL`` to the gateway, ``GATEHOUSE_AGENTCTL`` to the command
 that runs agentctl there (for example ``docker compose exec -T identity agentctl``),
-and ``GATEHOUSE_MAILPIT_URL`` to the mail catcher's web address; the mails are read
-through Mailpit's HTTP API instead of the local SMTP server.
+and ``GATEHOUSE_MAILPIT_URL`` to the mail catcher's web address. The tests then
+read mails through Mailpit's HTTP API instead of the local SMTP server.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ class RemoteStack:
         )
 
     def stop(self) -> None:
-        """The stack belongs to whoever started it; nothing to stop here."""
+        """Leave the stack running: the tool that started it also stops it."""
 
 
 class MailpitMailbox:

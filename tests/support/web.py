@@ -34,7 +34,7 @@ class _PageParser(HTMLParser):
 
 
 class Page:
-    """One answer of the gateway, parsed."""
+    """A parsed gateway response."""
 
     def __init__(self, response: requests.Response) -> None:
         self.response = response
