@@ -13,6 +13,8 @@ import sys
 from collections.abc import Sequence
 
 PROGRAM = "agentctl"
+# The evidence text of reset-2fa is stored in one audit event.
+MAX_EVIDENCE_LENGTH = 500
 
 
 class CommandError(Exception):
@@ -81,6 +83,7 @@ def command_agent_add(args: argparse.Namespace) -> None:
     print(f"created agent {agent.login!r} with id {agent.id}")
     if agent.must_change_password:
         print("the agent must change the password at the first login")
+    _print_expiry(agent)
     if generated:
         print("initial password (shown once, on the next line):")
         print(password)
@@ -124,27 +127,128 @@ def command_agent_unlock(args: argparse.Namespace) -> None:
     print(f"unlocked agent {agent.login!r} ({removed} throttle window(s) cleared)")
 
 
+def _print_expiry(agent) -> None:
+    expires_at = agent.initial_password_expires_at
+    if expires_at is not None:
+        print(
+            f"the initial password expires at {expires_at:%Y-%m-%d %H:%M} UTC; "
+            "after that only a new one from an operator works"
+        )
+
+
+def checked_evidence(text: str) -> str:
+    """Return the identity-proofing evidence, stripped; raise CommandError when
+    it is empty, too long or contains control characters."""
+    import unicodedata
+
+    evidence = " ".join(text.split())
+    if not evidence:
+        raise CommandError(
+            "--evidence is empty: describe how you verified the agent's identity, "
+            'e.g. --evidence "ticket 4411, video call, badge shown"'
+        )
+    if len(evidence) > MAX_EVIDENCE_LENGTH:
+        raise CommandError(
+            f"--evidence is longer than {MAX_EVIDENCE_LENGTH} characters; "
+            "name the ticket and summarise the checks"
+        )
+    if any(unicodedata.category(char) == "Cc" for char in evidence):
+        raise CommandError("--evidence contains control characters")
+    # Bytes that are not UTF-8 reach argv as lone surrogates (surrogateescape).
+    if any(unicodedata.category(char) == "Cs" for char in evidence):
+        raise CommandError("--evidence is not valid UTF-8; type it again as text")
+    return evidence
+
+
 def command_agent_reset_2fa(args: argparse.Namespace) -> None:
+    evidence = None if args.evidence is None else checked_evidence(args.evidence)
     _, service = _agent_service()
+    if service.config.reset_2fa_requires_proofing:
+        _require_proofing(evidence, args.new_password)
     agent = _find_agent(service, args.login)
     try:
         from gatehouse.otp.admin import reset_factor
     except ImportError as error:
         raise CommandError(f"the OTP package is not installed: {error}") from error
 
-    if not reset_factor(agent.id):
-        print(f"agent {agent.login!r} had no second factor; nothing to remove")
-        return
+    # With --new-password the reset repeats the enrollment ceremony, which hands
+    # over a generated initial password. The password is replaced before the
+    # factor goes, so at no moment does the old password alone open the account.
+    password = generate_password() if args.new_password else None
+    if password is not None:
+        agent = _issue_initial_password(service, agent, password)
+    try:
+        removed = reset_factor(agent.id)
+    except Exception as error:
+        retry = "again, which issues another initial password" if password else "again"
+        replaced = "the password was replaced, but " if password else ""
+        raise CommandError(
+            f"{replaced}removing the second factor of {agent.login!r} failed "
+            f"({_describe(error)}); fix the cause and run reset-2fa {retry}"
+        ) from error
     # The factor is usually removed because a phone was lost or stolen, so a
     # session that passed the old factor must not outlive it.
     ended = _end_sessions(agent.id)
     _record_operator_event(
-        agent.id, "second_factor_reset_by_operator", {"sessions_ended": ended}
+        agent.id,
+        "second_factor_reset_by_operator",
+        {
+            "evidence": evidence,
+            "factor_removed": removed,
+            "password_replaced": password is not None,
+            "sessions_ended": ended,
+        },
     )
-    _mail_notice(agent, "factor_removed")
+    notice = "factor_removed" if removed or password is None else "password_changed"
+    _queue_notice(service, agent, notice)
+
+    if removed:
+        print(f"removed the second factor of {agent.login!r}")
+    else:
+        print(f"agent {agent.login!r} had no second factor; nothing to remove")
+    if password is None:
+        print(f"ended {ended} session(s)")
+        print("the agent sets up a second factor at the next login")
+        return
+    print(f"ended {ended} session(s) and replaced the password")
     print(
-        f"removed the second factor of {agent.login!r} and ended {ended} "
-        "session(s); the next login sets one up again"
+        "the agent must change the password at the next login and then sets up "
+        "a second factor"
+    )
+    _print_expiry(agent)
+    print("initial password (shown once, on the next line):")
+    print(password)
+
+
+def _require_proofing(evidence: str | None, new_password: bool) -> None:
+    missing = []
+    if evidence is None:
+        missing.append('--evidence "TEXT"')
+    if not new_password:
+        missing.append("--new-password")
+    if missing:
+        raise CommandError(
+            "IDENTITY_RESET_2FA_REQUIRES_PROOFING is on: verify the agent's "
+            f"identity as at enrollment and add {' and '.join(missing)}"
+        )
+
+
+def _issue_initial_password(service, agent, password: str):
+    from gatehouse.identity.interfaces import IdentityError
+
+    try:
+        return service.issue_initial_password(agent, password)
+    except IdentityError as error:
+        raise CommandError(str(error)) from error
+
+
+def _queue_notice(service, agent, event: str) -> None:
+    """Write the notice into identity's mail outbox; a running identity
+    process relays it to the mail queue."""
+    from gatehouse.identity.outbox import SqlMailOutbox
+
+    SqlMailOutbox(service.repository.session_factory).add_notice(
+        agent.id, {"event": event}
     )
 
 
@@ -172,28 +276,6 @@ def _record_operator_event(agent_id: int, event: str, detail: dict) -> None:
     SqlAuditLog(sessions, settings.log_hash_key).record(
         event, agent_id, None, "agentctl", detail
     )
-
-
-def _mail_notice(agent, event: str) -> None:
-    from gatehouse.common.config import load_settings
-    from gatehouse.common.mail import KIND_NOTICE, MailJob, MailPublisher, PublishFailed
-
-    settings = load_settings()
-    job = MailJob(
-        kind=KIND_NOTICE,
-        to=agent.email,
-        agent_id=agent.id,
-        first_name=agent.first_name,
-        params={"event": event},
-        email_security=True,
-    )
-    try:
-        MailPublisher(settings.amqp_url, settings.amqp_prefix).publish(job)
-    except PublishFailed as error:
-        print(
-            f"agentctl: warning: the notice mail was not queued: {error}",
-            file=sys.stderr,
-        )
 
 
 def _import_key(
@@ -301,9 +383,27 @@ def build_parser() -> argparse.ArgumentParser:
         "reset-2fa",
         help="remove the agent's second factor",
         description="Remove the second factor, recovery codes and remembered "
-        "devices of one agent, so the next login sets a factor up again.",
+        "devices of one agent and end their sessions, so the next login sets up "
+        "a new factor. With --new-password the password is replaced too, by a "
+        "generated initial password printed alone on the last line, which the "
+        "agent changes at the next login before setting up the factor. With "
+        "IDENTITY_RESET_2FA_REQUIRES_PROOFING on, --evidence and --new-password "
+        "are required.",
     )
     reset_2fa.add_argument("login", metavar="LOGIN")
+    reset_2fa.add_argument(
+        "--evidence",
+        metavar="TEXT",
+        help="what you checked to verify the agent's identity, stored in the "
+        f'audit log (e.g. "ticket 4411, video call, badge shown"; at most '
+        f"{MAX_EVIDENCE_LENGTH} characters)",
+    )
+    reset_2fa.add_argument(
+        "--new-password",
+        action="store_true",
+        help="also replace the password with a generated initial password, so "
+        "knowing the old password is not enough to enroll a new factor",
+    )
     reset_2fa.set_defaults(handler=command_agent_reset_2fa)
 
     pgp = groups.add_parser("pgp", help="manage PGP public keys")

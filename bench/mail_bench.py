@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import NameOID
+from gatehouse.common.servicekeys import SigningKey
 
 from .httpload import Connection, percentile
 from .login_bench import Browser, csrf_token, expect_page, expect_redirect
@@ -163,13 +164,13 @@ class MailBench:
     def __init__(
         self,
         otp_port: int,
-        service_token: str,
+        signing_key: SigningKey,
         sink: SmtpSink,
         meter: RoundMeter,
         work_dir: Path,
     ) -> None:
         self.otp_port = otp_port
-        self.token = service_token
+        self.signing_key = signing_key
         self.sink = sink
         self.meter = meter
         self.work_dir = work_dir
@@ -201,7 +202,7 @@ class MailBench:
                 status, body = await post_json(
                     connection,
                     "/v1/enrollments/email",
-                    self.token,
+                    self.signing_key,
                     {
                         "agent_id": agent_id,
                         "email": address,
@@ -222,7 +223,7 @@ class MailBench:
                 status, body = await post_json(
                     connection,
                     "/v1/enrollments/email/confirm",
-                    self.token,
+                    self.signing_key,
                     {"agent_id": agent_id, "token": token, "client_ip": CLIENT_IP},
                 )
                 if status != 200:
@@ -239,7 +240,7 @@ class MailBench:
         status, body = await post_json(
             connection,
             "/v1/challenges",
-            self.token,
+            self.signing_key,
             {
                 "agent_id": agent_id,
                 "email": address,

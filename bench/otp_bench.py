@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from gatehouse.common.servicekeys import SigningKey, sign_request
+
 from .httpload import (
     Connection,
     RoundResult,
@@ -40,14 +42,14 @@ CLIENT_IP = "127.0.0.1"
 
 
 async def post_json(
-    connection: Connection, path: str, token: str, payload: dict
+    connection: Connection, path: str, signing_key: SigningKey, payload: dict
 ) -> tuple[int, dict]:
     body = json.dumps(payload).encode()
     response = await connection.request(
         "POST",
         path,
         {
-            "Authorization": f"Bearer {token}",
+            "Authorization": sign_request(signing_key, "otp", "POST", path, body),
             "Content-Type": "application/json",
         },
         body,
@@ -70,17 +72,21 @@ class Target:
     rejected: Callable[[int, bytes], bool]
 
 
-def gatehouse_target(ports: list[int], service_token: str) -> Target:
+def gatehouse_target(ports: list[int], signing_key: SigningKey) -> Target:
     host_header = f"{HOST}:{ports[0]}"
-    headers = {
-        "Authorization": f"Bearer {service_token}",
-        "Content-Type": "application/json",
-    }
 
     def encode(agent_id, code):
         body = json.dumps(
             {"agent_id": agent_id, "token": code, "client_ip": CLIENT_IP}
         ).encode()
+        # NOTE: the plans encode a round's requests before sending them, so a
+        # round must finish within the 30 s clock-skew window of the credential.
+        headers = {
+            "Authorization": sign_request(
+                signing_key, "otp", "POST", "/v1/verifications", body
+            ),
+            "Content-Type": "application/json",
+        }
         return encode_request("POST", "/v1/verifications", host_header, headers, body)
 
     return Target(
@@ -346,7 +352,7 @@ class VerificationBench:
 
 
 async def enroll_app_factors(
-    port: int, service_token: str, agent_ids: list[int], concurrency: int = 16
+    port: int, signing_key: SigningKey, agent_ids: list[int], concurrency: int = 16
 ) -> tuple[dict[int, str], int, float]:
     """Enroll an app factor per agent id.
 
@@ -365,7 +371,7 @@ async def enroll_app_factors(
             status, body = await post_json(
                 connection,
                 "/v1/enrollments/app",
-                service_token,
+                signing_key,
                 {"agent_id": agent_id, "account_name": f"bench{agent_id}"},
             )
             if status != 200:
@@ -377,7 +383,7 @@ async def enroll_app_factors(
             status, body = await post_json(
                 connection,
                 "/v1/enrollments/app/confirm",
-                service_token,
+                signing_key,
                 {"agent_id": agent_id, "token": code, "client_ip": CLIENT_IP},
             )
             if status != 200:

@@ -74,10 +74,10 @@ def group_pid(stack: GatehouseStack, module: str) -> int:
 
 
 async def load_otp(stack: GatehouseStack, seconds: float, ledger) -> None:
-    token = stack.service_token
+    signing_key = stack.signing_key
     meter = RoundMeter([stack.process.pid], group_matchers(stack))
     bench = VerificationBench(
-        gatehouse_target(stack.otp_ports[:1], token), ledger, meter, "otp", 16
+        gatehouse_target(stack.otp_ports[:1], signing_key), ledger, meter, "otp", 16
     )
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -167,13 +167,13 @@ def main(argv: list[str] | None = None) -> int:
             if not count:
                 ids = list(range(POOL_FIRST_ID, POOL_FIRST_ID + 1500))
                 pool, step, _ = await enroll_app_factors(
-                    stack.otp_port, stack.service_token, ids
+                    stack.otp_port, stack.signing_key, ids
                 )
                 ledger = StepLedger(pool, step)
             if count:
                 agents = await map_agent_ids(stack, count, password)
                 login_secrets, step, _ = await enroll_app_factors(
-                    stack.otp_port, stack.service_token, list(agents)
+                    stack.otp_port, stack.signing_key, list(agents)
                 )
                 ledger = StepLedger(login_secrets, step)
             for module in modules:

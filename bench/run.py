@@ -26,6 +26,8 @@ import time
 import traceback
 from pathlib import Path
 
+from gatehouse.common.servicekeys import sign_request
+
 from .httpload import Connection
 from .login_bench import LoginBench
 from .mail_bench import MailBench
@@ -263,10 +265,13 @@ async def map_agent_ids(
     in the same order.
     """
     connection = Connection("127.0.0.1", stack.identity_port)
-    headers = {"Authorization": f"Bearer {stack.service_token}"}
     agents = {}
     for agent_id in range(1, count + 1):
-        response = await connection.request("GET", f"/v1/agents/{agent_id}", headers)
+        path = f"/v1/agents/{agent_id}"
+        headers = {
+            "Authorization": sign_request(stack.signing_key, "identity", "GET", path)
+        }
+        response = await connection.request("GET", path, headers)
         body = json.loads(response.body or b"{}")
         if response.status != 200:
             raise RuntimeError(f"agent {agent_id}: {response.status} {body}")
@@ -455,7 +460,7 @@ async def run_gatehouse(
         stack.start()
         phase("stack_started")
         meter = RoundMeter([stack.process.pid], group_matchers(stack))
-        token = stack.service_token
+        signing_key = stack.signing_key
         identity_agents = await map_agent_ids(stack, len(identity_ids), password)
         agents = {
             agent_id: credentials
@@ -476,10 +481,10 @@ async def run_gatehouse(
         phase("argon2")
 
         login_secrets, login_step, _ = await enroll_app_factors(
-            stack.otp_port, token, login_ids
+            stack.otp_port, signing_key, login_ids
         )
         pool_secrets, pool_step, pool_seconds = await enroll_app_factors(
-            stack.otp_port, token, pool_ids
+            stack.otp_port, signing_key, pool_ids
         )
         results.data["settings"]["pool_enrollment_per_second"] = round(
             len(pool_ids) / pool_seconds, 1
@@ -504,7 +509,7 @@ async def run_gatehouse(
         scaling = {}
         for replicas in range(1, len(stack.otp_ports) + 1):
             bench = VerificationBench(
-                gatehouse_target(stack.otp_ports[:replicas], token),
+                gatehouse_target(stack.otp_ports[:replicas], signing_key),
                 pool_ledger,
                 meter,
                 "otp",
@@ -531,7 +536,7 @@ async def run_gatehouse(
         phase("otp_scaling")
 
         otp_bench = VerificationBench(
-            gatehouse_target(stack.otp_ports[:1], token),
+            gatehouse_target(stack.otp_ports[:1], signing_key),
             pool_ledger,
             meter,
             "otp-1",
@@ -548,7 +553,7 @@ async def run_gatehouse(
         )
         phase("otp")
 
-        mail = MailBench(stack.otp_port, token, sink, meter, work_dir)
+        mail = MailBench(stack.otp_port, signing_key, sink, meter, work_dir)
         commands = mail.prepare_keys(mail_agents)
         run_agentctl_batch(stack, commands, processes=1)
         await mail.enroll()

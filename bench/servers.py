@@ -20,6 +20,12 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+from gatehouse.common.servicekeys import (
+    SigningKey,
+    parse_signing_key,
+    signing_key_variable,
+)
+
 CHECKOUT = Path(__file__).resolve().parent.parent
 VENV_PYTHON = CHECKOUT / ".venv" / "bin" / "python"
 PI_VENV = CHECKOUT / "bench" / ".privacyidea-venv"
@@ -119,11 +125,14 @@ class GatehouseStack:
         return [self.otp_port + index for index in range(self.replicas)]
 
     @property
-    def service_token(self) -> str:
-        if self.env.get("GATEHOUSE_SERVICE_TOKEN"):
-            return self.env["GATEHOUSE_SERVICE_TOKEN"]
-        secrets = json.loads((self.data_dir / "dev-secrets.json").read_text())
-        return secrets["GATEHOUSE_SERVICE_TOKEN"]
+    def signing_key(self) -> SigningKey:
+        """The gateway's key; the bench calls identity and OTP as the gateway."""
+        variable = signing_key_variable("gateway")
+        text = self.env.get(variable)
+        if not text:
+            secrets = json.loads((self.data_dir / "dev-secrets.json").read_text())
+            text = secrets[variable]
+        return parse_signing_key("gateway", text)
 
     def run_tool(self, *argv: str, timeout: float = 120) -> subprocess.CompletedProcess:
         """Run a command with the stack's environment; raise on a non-zero exit."""

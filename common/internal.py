@@ -1,19 +1,22 @@
-"""Internal calls between services: a shared bearer credential and a JSON client.
+"""Internal calls between services: signed credentials and a JSON client.
 
-Only the gateway is reachable from browsers. Identity and OTP reject any request
-without ``Authorization: Bearer $GATEHOUSE_SERVICE_TOKEN`` with 401, except
-the health probes.
+Only the gateway is reachable from browsers. Identity and OTP reject a request
+without a valid Ed25519 credential (``gatehouse.common.servicekeys``) with 401,
+and a validly signed request from a caller not allowed on the route with 403.
+A credential works once: its nonce is kept in Redis until its timestamp expires.
+The health probes need no credential.
 """
 
 from __future__ import annotations
 
-import hmac
 import itertools
 import json as json_module
 import logging
 import threading
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
+import redis
 import urllib3
 from flask import Flask, g, jsonify, request
 from urllib3.exceptions import (
@@ -30,15 +33,105 @@ from .logs import (
     clean_request_id,
     current_request_id,
 )
+from .servicekeys import (
+    CLOCK_SKEW_SECONDS,
+    Credential,
+    CredentialInvalid,
+    PublicKeyRing,
+    SigningKey,
+    sign_request,
+)
+from .servicekeys import verify_request as verify_credential
 
 log = logging.getLogger(__name__)
 
 UNAUTHENTICATED_PATHS = frozenset({"/healthz", "/readyz", "/openapi.yaml"})
+# Routes without an entry in a service's route policy accept only the gateway.
+DEFAULT_CALLERS = frozenset({"gateway"})
+# Appended to GATEHOUSE_REDIS_PREFIX for the keys of RedisNonceStore.
+NONCE_KEY_PREFIX = "svc-nonce:"
 
 
-def install_service_auth(app: Flask, service_token: str) -> None:
-    """Require the service credential on every request and bind its request id."""
-    expected = f"Bearer {service_token}".encode()
+@dataclass(frozen=True)
+class RoutePolicy:
+    """Callers allowed on each endpoint of one service.
+
+    ``callers`` maps a Flask endpoint name (``blueprint.function``) to the callers
+    allowed on it; every other endpoint allows ``default``.
+    """
+
+    callers: Mapping[str, Collection[str]]
+    default: Collection[str] = DEFAULT_CALLERS
+
+    def allows(self, endpoint: str | None, caller: str) -> bool:
+        if endpoint is None:
+            # No route matched, so Flask returns 404 and no view runs.
+            return True
+        return caller in self.callers.get(endpoint, self.default)
+
+
+class RedisNonceStore:
+    """Nonces of accepted credentials, in Redis, shared by every replica.
+
+    A credential is accepted while its timestamp is within CLOCK_SKEW_SECONDS of the
+    verifier's clock, so at most 2 * CLOCK_SKEW_SECONDS after its first use. Each
+    nonce is kept one second longer than that.
+    """
+
+    TTL_SECONDS = 2 * CLOCK_SKEW_SECONDS + 1
+
+    def __init__(self, client: redis.Redis, key_prefix: str) -> None:
+        self._redis = client
+        self._prefix = key_prefix
+
+    def first_use(self, audience: str, credential: Credential) -> bool:
+        """Record the nonce; return False if it was recorded before."""
+        key = f"{self._prefix}{audience}:{credential.caller}:{credential.nonce}"
+        return bool(self._redis.set(key, b"1", nx=True, ex=self.TTL_SECONDS))
+
+
+def _request_target() -> str:
+    query = request.query_string.decode("utf-8", "replace")
+    return request.path + ("?" + query if query else "")
+
+
+def _unauthenticated(error: CredentialInvalid):
+    # The log line names the reason, the path and the key id, never the signature.
+    log.warning(
+        "internal.unauthenticated",
+        extra={
+            "path": request.path,
+            "method": request.method,
+            "reason": error.reason,
+            "caller": error.caller,
+            "key_id": error.key_id,
+        },
+    )
+    return jsonify(
+        error="unauthenticated", message="missing or invalid service credential"
+    ), 401
+
+
+def _nonce_store_unavailable(error: redis.RedisError):
+    log.error(
+        "internal.nonce_store_unavailable",
+        extra={"path": request.path, "error": repr(error)},
+    )
+    return jsonify(
+        error="unavailable", message="Redis is unavailable; retry shortly"
+    ), 503
+
+
+def install_service_auth(
+    app: Flask,
+    audience: str,
+    ring: PublicKeyRing,
+    policy: RoutePolicy,
+    nonces: RedisNonceStore,
+) -> None:
+    """Require a signed, unused credential for ``audience`` on every request except
+    the health probes, check the caller against ``policy``, and bind the request id.
+    """
 
     @app.before_request
     def _check_credential():
@@ -46,13 +139,37 @@ def install_service_auth(app: Flask, service_token: str) -> None:
         bind_request_id(g.request_id)
         if request.path in UNAUTHENTICATED_PATHS:
             return None
-        presented = request.headers.get("Authorization", "").encode()
-        # compare_digest keeps the comparison time independent of where they differ.
-        if not hmac.compare_digest(presented, expected):
-            log.warning("internal.unauthenticated", extra={"path": request.path})
+        try:
+            credential = verify_credential(
+                ring,
+                audience,
+                request.headers.get("Authorization", ""),
+                request.method,
+                _request_target(),
+                request.get_data(cache=True),
+            )
+        except CredentialInvalid as error:
+            return _unauthenticated(error)
+        try:
+            fresh = nonces.first_use(audience, credential)
+        except redis.RedisError as error:
+            return _nonce_store_unavailable(error)
+        if not fresh:
+            replayed = CredentialInvalid(
+                "replayed", credential.caller, credential.key_id
+            )
+            return _unauthenticated(replayed)
+        caller = credential.caller
+        g.caller = caller
+        endpoint = request.url_rule.endpoint if request.url_rule else None
+        if not policy.allows(endpoint, caller):
+            log.warning(
+                "internal.forbidden",
+                extra={"caller": caller, "endpoint": endpoint, "path": request.path},
+            )
             return jsonify(
-                error="unauthenticated", message="missing or invalid service credential"
-            ), 401
+                error="forbidden", message=f"caller {caller} may not call this route"
+            ), 403
         return None
 
     @app.after_request
@@ -83,13 +200,17 @@ class ServiceClient:
     """
 
     def __init__(
-        self, name: str, base_urls: list[str], service_token: str, timeout: float = 10.0
+        self,
+        name: str,
+        base_urls: list[str],
+        signing_key: SigningKey,
+        timeout: float = 10.0,
     ) -> None:
         if not base_urls:
             raise ValueError(f"{name}: no base URL configured")
         self.name = name
         self.base_urls = [url.rstrip("/") for url in base_urls]
-        self._authorization = f"Bearer {service_token}"
+        self._signing_key = signing_key
         self._timeout = urllib3.Timeout(connect=min(timeout, 3.0), read=timeout)
         self._cycle = itertools.cycle(range(len(self.base_urls)))
         self._cycle_lock = threading.Lock()
@@ -103,11 +224,7 @@ class ServiceClient:
 
     def call(self, method: str, path: str, json: dict | None = None) -> ServiceResponse:
         """Send one request; raise ServiceUnavailable when no replica responds."""
-        headers = {
-            "Authorization": self._authorization,
-            REQUEST_ID_HEADER: current_request_id() or clean_request_id(None),
-        }
-
+        headers = {REQUEST_ID_HEADER: current_request_id() or clean_request_id(None)}
         body = None
         if json is not None:
             body = json_module.dumps(json).encode()
@@ -120,6 +237,12 @@ class ServiceClient:
         # because tokens are single use and replays are rejected there.
         for offset in range(len(self.base_urls) + 1):
             base = self.base_urls[(start + offset) % len(self.base_urls)]
+            # A fresh credential per attempt, because the service accepts each
+            # nonce once, and a failed attempt may have reached it. The credential
+            # names this service, so it is useless at another one.
+            headers["Authorization"] = sign_request(
+                self._signing_key, self.name, method, path, body or b""
+            )
             try:
                 response = self._pool.request(
                     method,

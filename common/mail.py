@@ -1,7 +1,10 @@
 """The mail job schema and its publisher, shared by the services that send mail.
 
 A job names a kind of mail and its parameters; the mailer renders, encrypts and
-delivers it. Jobs travel as persistent JSON messages on a durable quorum queue.
+delivers it. Jobs travel as persistent messages on a durable quorum queue. Each body
+is the job's JSON sealed with Fernet under ``GATEHOUSE_MAIL_JOB_KEYS``, so tokens,
+reset links and addresses never rest in the broker in plain text, and the mailer
+accepts only jobs sealed by a holder of the key.
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ from dataclasses import asdict, dataclass, field
 
 import pika
 import pika.exceptions
+from cryptography.fernet import InvalidToken, MultiFernet
 
+from .config import load_settings, multi_fernet
 from .logs import current_request_id
 
 log = logging.getLogger(__name__)
@@ -27,10 +32,15 @@ KIND_PASSWORD_RESET = "password_reset"
 KIND_NOTICE = "notice"
 KINDS = (KIND_TOKEN, KIND_PASSWORD_RESET, KIND_NOTICE)
 ROUTING_KEY = "mail"
+SEALED_CONTENT_TYPE = "application/vnd.gatehouse.mail-job+fernet"
 
 
 class InvalidMailJob(ValueError):
     """A message body is not a valid mail job; the message names the field."""
+
+
+class UnreadableMailJob(InvalidMailJob):
+    """A sealed body opens with no configured key, or it was altered."""
 
 
 @dataclass
@@ -82,6 +92,46 @@ class MailJob:
                 )
         known = set(cls.__dataclass_fields__)
         return cls(**{key: value for key, value in data.items() if key in known})
+
+
+def mail_job_cipher(keys: list[str]) -> MultiFernet:
+    """Return the MultiFernet over the ``GATEHOUSE_MAIL_JOB_KEYS`` list."""
+    return multi_fernet(
+        "GATEHOUSE_MAIL_JOB_KEYS",
+        keys,
+        "identity, otp, agentctl and the mailer need the same comma list of "
+        "Fernet keys, created with cryptography.fernet.Fernet.generate_key()",
+    )
+
+
+class MailJobCipher:
+    """Seal and open job bodies with Fernet (AES-128-CBC and HMAC-SHA256).
+
+    ``keys`` is the ``GATEHOUSE_MAIL_JOB_KEYS`` list, newest first: the first key
+    seals, every key opens, so a key is rotated by adding the new one everywhere
+    before it moves to the front.
+    """
+
+    def __init__(self, keys: list[str]) -> None:
+        self._cipher = mail_job_cipher(keys)
+
+    def seal(self, job: MailJob) -> bytes:
+        return self._cipher.encrypt(job.to_json())
+
+    def open(self, body: bytes) -> MailJob:
+        """Return the job sealed in ``body``.
+
+        Raise UnreadableMailJob when no key opens it, InvalidMailJob when the
+        opened text is not a valid job.
+        """
+        try:
+            plain = self._cipher.decrypt(body)
+        except (InvalidToken, TypeError) as error:
+            raise UnreadableMailJob(
+                "no key in GATEHOUSE_MAIL_JOB_KEYS opens the sealed body; it was "
+                "sealed under another key or altered"
+            ) from error
+        return MailJob.from_json(plain)
 
 
 @dataclass(frozen=True)
@@ -171,12 +221,18 @@ class MailPublisher:
 
     The connection is opened lazily and reopened after a fork or a broker
     restart. A lock serialises publishes because pika's BlockingConnection is
-    not thread-safe.
+    not thread-safe. Bodies are sealed with ``job_keys``, by default the
+    ``GATEHOUSE_MAIL_JOB_KEYS`` of the shared settings.
     """
 
-    def __init__(self, amqp_url: str, prefix: str) -> None:
+    def __init__(
+        self, amqp_url: str, prefix: str, job_keys: list[str] | None = None
+    ) -> None:
         self._url = amqp_url
         self.topology = Topology(prefix)
+        if job_keys is None:
+            job_keys = load_settings().mail_job_keys
+        self._cipher = MailJobCipher(job_keys)
         self._lock = threading.Lock()
         self._pid: int | None = None
         self._connection = None
@@ -215,12 +271,13 @@ class MailPublisher:
     def publish(self, job: MailJob) -> None:
         """Queue ``job`` durably; raise PublishFailed unless the broker confirms."""
         properties = pika.BasicProperties(
-            content_type="application/json",
+            content_type=SEALED_CONTENT_TYPE,
             delivery_mode=pika.DeliveryMode.Persistent,
             message_id=job.message_id,
             timestamp=int(job.created_at),
             headers={"x-request-id": job.request_id or ""},
         )
+        body = self._cipher.seal(job)
         with self._lock:
             for attempt in (1, 2):
                 try:
@@ -234,7 +291,7 @@ class MailPublisher:
                     self._channel.basic_publish(
                         self.topology.exchange,
                         ROUTING_KEY,
-                        job.to_json(),
+                        body,
                         properties=properties,
                         mandatory=True,
                     )

@@ -38,6 +38,15 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from gatehouse.common.servicekeys import (
+    CALLERS,
+    PUBLIC_KEYS_VARIABLE,
+    format_public_key,
+    format_signing_key,
+    generate_signing_key,
+    signing_key_variable,
+)
+
 CHECKOUT_DIR = Path(__file__).resolve().parent.parent
 COMPOSE_FILES = (
     "docker-compose.yml",
@@ -76,10 +85,11 @@ def free_loopback_port() -> int:
 def generate_env(gateway_port: int, mailpit_port: int) -> dict[str, str]:
     """Return a complete .env for one test stack, with fresh secrets."""
     fernet_key = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
+    mail_job_key = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
     env = {
         "GATEHOUSE_SECRET_KEY": secrets.token_hex(32),
-        "GATEHOUSE_SERVICE_TOKEN": secrets.token_hex(32),
         "GATEHOUSE_OTP_KEYS": fernet_key,
+        "GATEHOUSE_MAIL_JOB_KEYS": mail_job_key,
         "GATEHOUSE_LOG_HASH_KEY": secrets.token_hex(32),
         "POSTGRES_PASSWORD": secrets.token_hex(24),
         "IDENTITY_DB_PASSWORD": secrets.token_hex(24),
@@ -92,6 +102,15 @@ def generate_env(gateway_port: int, mailpit_port: int) -> dict[str, str]:
         "SMTP_HOST": "mailpit",
         "SMTP_PORT": "1025",
     }
+    env.update(service_key_env())
+    return env
+
+
+def service_key_env() -> dict[str, str]:
+    """Return fresh signing keys for every caller and the list of their public keys."""
+    keys = [generate_signing_key(caller) for caller in CALLERS]
+    env = {signing_key_variable(key.caller): format_signing_key(key) for key in keys}
+    env[PUBLIC_KEYS_VARIABLE] = ",".join(format_public_key(key) for key in keys)
     return env
 
 

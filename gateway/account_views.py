@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 
 from flask import current_app, flash, redirect, request, session, url_for
@@ -24,8 +25,14 @@ from .flow import (
     user_agent,
 )
 from .forms import ActionForm, ChangePasswordForm, ConfirmPasswordForm, MethodForm
+from .login_devices import device_cookie
+from .security_keys import list_keys, relying_party
 
 log = logging.getLogger(__name__)
+
+# A remembered browser's handle as the OTP service lists it (20 hex digits), with
+# room for other formats that stay one plain URL path segment.
+DEVICE_HANDLE = re.compile(r"[A-Za-z0-9_-]{1,64}", re.ASCII)
 
 AUDIT_EVENTS_SHOWN = 20
 
@@ -47,6 +54,9 @@ def _security_page(
         encryption=encryption.get("method"),
         events=events.get("events", []),
         sessions=_store().list_for_agent(agent_id, session.session_id),
+        devices=expect(otp().get(f"/v1/devices/{agent_id}"), 200).get("devices", []),
+        security_keys=list_keys(agent_id, factor.get("method")),
+        security_keys_available=relying_party() is not None,
         password_form=password_form,
         method_form=MethodForm(),
         action_form=ActionForm(),
@@ -81,6 +91,7 @@ def security_password():
             "new_password_confirm": form.new_password_confirm.data,
             "client_ip": client_ip(),
             "user_agent": user_agent(),
+            "device_cookie": device_cookie(),
         },
     )
     if response.status == 429:
@@ -130,8 +141,29 @@ def security_forget_browsers():
     return redirect(url_for("agent.security"))
 
 
+@blueprint.post("/preferences/security/forget-browser")
+@requires_stage(STAGE_DONE)
+@requires_recent_password
+def security_forget_browser():
+    form = ActionForm()
+    handle = request.form.get("handle", "")
+    # The handle becomes a path segment of an internal URL, and the internal
+    # client resolves "..", so only letters, digits, "-" and "_" may pass.
+    if not form.validate_on_submit() or not DEVICE_HANDLE.fullmatch(handle):
+        return redirect(url_for("agent.security"))
+    response = otp().delete(f"/v1/devices/{session['agent_id']}/{handle}")
+    expect(response, 204, 404)
+    if response.status == 404:
+        flash("That browser was already forgotten.")
+        return redirect(url_for("agent.security"))
+    record_audit("browser_forgotten")
+    flash("That browser is no longer trusted; it will ask for the second factor.")
+    return redirect(url_for("agent.security"))
+
+
 @blueprint.post("/preferences/security/sign-out-everywhere")
 @requires_stage(STAGE_DONE)
+@requires_recent_password
 def security_sign_out_everywhere():
     if not ActionForm().validate_on_submit():
         return redirect(url_for("agent.security"))
@@ -145,6 +177,7 @@ def security_sign_out_everywhere():
 
 @blueprint.post("/preferences/security/sessions/end")
 @requires_stage(STAGE_DONE)
+@requires_recent_password
 def security_end_session():
     form = ActionForm()
     handle = request.form.get("handle", "")
@@ -178,6 +211,7 @@ def security_confirm():
             "password": form.current_password.data,
             "client_ip": client_ip(),
             "user_agent": user_agent(),
+            "device_cookie": device_cookie(),
         },
     )
     if response.status == 429:

@@ -8,6 +8,7 @@ import requests
 from flask import Flask, g, render_template, request
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from gatehouse.common.config import env_bool, env_int, env_str, load_settings
+from gatehouse.common.device_cookie import DEFAULT_LIFETIME_DAYS, DeviceCookieCodec
 from gatehouse.common.internal import ServiceClient, ServiceUnavailable
 from gatehouse.common.logs import (
     REQUEST_ID_HEADER,
@@ -34,11 +35,18 @@ CONTENT_SECURITY_POLICY = (
 )
 
 
+# Compared with GATEWAY_HOST, never bound to.
+LOCAL_BIND_ADDRESSES = frozenset({"127.0.0.1", "::1", "0.0.0.0", "::"})  # noqa: S104
+
+
 def _defaults() -> dict:
     settings = load_settings()
     host = env_str("GATEWAY_HOST", "127.0.0.1")
     port = env_int("GATEWAY_PORT", 8080, 1, 65535)
-    public_url = env_str("GATEHOUSE_PUBLIC_URL", f"http://{host}:{port}")
+    # WebAuthn accepts no IP address as RP ID, so a loopback or wildcard bind
+    # defaults to the name localhost, which browsers treat as a secure context.
+    public_host = "localhost" if host in LOCAL_BIND_ADDRESSES else host
+    public_url = env_str("GATEHOUSE_PUBLIC_URL", f"http://{public_host}:{port}")
     # An https public address means browsers reach the gateway over TLS, even
     # when a proxy in front terminates it, so the cookies must be Secure.
     https = env_bool("GATEWAY_HTTPS", public_url.startswith("https://"))
@@ -55,7 +63,13 @@ def _defaults() -> dict:
         ),
         "REAUTHENTICATION_WINDOW": env_int("GATEWAY_REAUTHENTICATION_WINDOW", 600, 0),
         "DEVICE_COOKIE_DAYS": env_int("OTP_DEVICE_TTL_DAYS", 30, 1, 365),
+        "LOGIN_DEVICE_COOKIE_DAYS": env_int(
+            "GATEHOUSE_DEVICE_COOKIE_DAYS", DEFAULT_LIFETIME_DAYS, 1, 730
+        ),
         "SERVICE_TIMEOUT": float(env_int("GATEWAY_SERVICE_TIMEOUT", 10, 1, 120)),
+        "REPLAY_NOTICE_INTERVAL": env_int(
+            "GATEWAY_REPLAY_NOTICE_INTERVAL", 3600, 0, 7 * 86400
+        ),
         "WTF_CSRF_TIME_LIMIT": None,
         # Flask-WTF's strict mode needs a Referer header, which the
         # Referrer-Policy no-referrer suppresses; the Origin check below and the
@@ -83,6 +97,10 @@ def create_app(test_config: dict | None = None) -> Flask:
     https = app.config["HTTPS"]
     cookie_prefix = "__Host-" if https else ""
     app.config["DEVICE_COOKIE_NAME"] = f"{cookie_prefix}gatehouse_device"
+    app.config["LOGIN_DEVICE_COOKIE_NAME"] = f"{cookie_prefix}gatehouse_login_device"
+    app.extensions["device_cookies"] = DeviceCookieCodec(
+        settings.secret_key, app.config["LOGIN_DEVICE_COOKIE_DAYS"] * 86400
+    )
     redis_client = connect(settings.redis_url)
     store = RedisSessionStore(
         redis_client,
@@ -96,11 +114,12 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.extensions["session_store"] = store
     app.extensions["redis"] = redis_client
     timeout = app.config["SERVICE_TIMEOUT"]
+    signing_key = settings.signing_key("gateway")
     app.extensions["identity"] = ServiceClient(
-        "identity", [settings.identity_url], settings.service_token, timeout
+        "identity", [settings.identity_url], signing_key, timeout
     )
     app.extensions["otp"] = ServiceClient(
-        "otp", settings.otp_urls, settings.service_token, timeout
+        "otp", settings.otp_urls, signing_key, timeout
     )
 
     csrf.init_app(app)

@@ -44,13 +44,20 @@ def utc_time(value: float | str | None) -> str:
     return moment.astimezone(datetime.UTC).strftime("%Y-%m-%d %H:%M")
 
 
-def browser_name(user_agent: str | None) -> str:
-    """Return "Firefox on Linux" for a User-Agent header, or a short excerpt."""
+def known_browser_name(user_agent: str | None) -> str | None:
+    """Return "Firefox on Linux" for a User-Agent header, or None when it names
+    no known browser or system."""
     text = user_agent or ""
     browser = next((name for name, pattern in _BROWSERS if pattern.search(text)), None)
     system = next((name for marker, name in _SYSTEMS if marker in text), None)
     if browser and system:
         return f"{browser} on {system}"
-    if browser or system:
-        return browser or system
-    return text[:40] or "unknown browser"
+    return browser or system
+
+
+def browser_name(user_agent: str | None) -> str:
+    """Return "Firefox on Linux" for a User-Agent header, or a short excerpt."""
+    known = known_browser_name(user_agent)
+    if known:
+        return known
+    return (user_agent or "")[:40] or "unknown browser"

@@ -17,6 +17,8 @@ from gatehouse.common.audit_queue import queue_audit_event
 from gatehouse.common.internal import ServiceClient, ServiceResponse, ServiceUnavailable
 from gatehouse.common.logs import hash_ip
 
+from .login_devices import browser_description, renew_device_cookie
+
 log = logging.getLogger(__name__)
 
 STAGE_CHANGE_PASSWORD = "change_password"
@@ -122,9 +124,9 @@ def requires_stage(*stages: str):
 def requires_recent_password(view):
     """Ask for the password again unless it was entered in the last few minutes.
 
-    Changing the second factor, creating recovery codes or forgetting trusted
-    browsers must not be possible with a session cookie alone, for example on a
-    computer left unlocked.
+    Changing the second factor, creating recovery codes, forgetting trusted
+    browsers or ending sessions must not be possible with a session cookie alone,
+    for example on a computer left unlocked.
     """
 
     @functools.wraps(view)
@@ -176,10 +178,14 @@ def record_audit(event: str, detail: dict | None = None) -> None:
         log.error("gateway.audit_lost", extra={"agent_id": agent_id, "event": event})
 
 
-def send_notice(event: str) -> None:
+def send_notice(event: str, browser: str | None = None) -> None:
+    """Ask identity to mail the agent a notice; ``browser`` names this browser."""
     agent_id = session.get("agent_id")
+    body = {"event": event}
+    if browser is not None:
+        body["browser"] = browser
     try:
-        identity().post(f"/v1/agents/{agent_id}/notices", {"event": event})
+        identity().post(f"/v1/agents/{agent_id}/notices", body)
     except ServiceUnavailable:
         log.error("gateway.notice_lost", extra={"agent_id": agent_id, "event": event})
 
@@ -202,12 +208,42 @@ def factor_of(agent_id: int) -> dict:
     return expect(otp().get(f"/v1/factors/{agent_id}"), 200)
 
 
+# Session key set when the password passed but is on a breach list: the change
+# comes after the second factor, so the password alone cannot replace itself.
+BREACHED_PASSWORD = "password_breached"
+
+
+def stage_after_password(agent: dict) -> None:
+    """Choose the stage after a correct password.
+
+    An initial password is changed first, because its agent has no factor yet.
+    A breached password is changed after the second factor (see complete_login).
+    """
+    if not agent["must_change_password"]:
+        advance_after_password()
+    elif agent.get("password_change_reason") == "breached":
+        session[BREACHED_PASSWORD] = True
+        advance_after_password()
+    else:
+        session["stage"] = STAGE_CHANGE_PASSWORD
+
+
 def complete_login() -> None:
-    """Mark the login complete; the session id changes once more."""
+    """Mark the login complete; the session id changes once more.
+
+    A session whose password is on a breach list goes to the password change
+    instead, and the login completes after it.
+    """
     session.rotate()
+    if session.get(BREACHED_PASSWORD):
+        session["stage"] = STAGE_CHANGE_PASSWORD
+        return
     session["stage"] = STAGE_DONE
     session.pop("method", None)
     log.info("gateway.login_completed", extra={"agent_id": session["agent_id"]})
+    if renew_device_cookie():
+        record_audit("new_browser_signin")
+        send_notice("new_browser", browser_description())
 
 
 def send_challenge() -> dict:

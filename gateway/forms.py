@@ -8,12 +8,30 @@ itself lives in the identity service.
 from __future__ import annotations
 
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, PasswordField, RadioField, StringField
-from wtforms.validators import EqualTo, InputRequired, Length
+from wtforms import (
+    BooleanField,
+    HiddenField,
+    IntegerField,
+    PasswordField,
+    RadioField,
+    StringField,
+)
+from wtforms.fields.choices import SelectChoice
+from wtforms.validators import (
+    DataRequired,
+    EqualTo,
+    InputRequired,
+    Length,
+    NumberRange,
+)
 
 MAX_PASSWORD_LENGTH = 1024
 # Logins are at most 64 characters (agentctl's limit); the form allows no more.
 MAX_LOGIN_LENGTH = 64
+# A WebAuthn response with "none" attestation is under 2 KB; the OTP service
+# accepts up to 32 KB for authenticators that attach certificates.
+MAX_CREDENTIAL_LENGTH = 32 * 1024
+MAX_KEY_NAME_LENGTH = 64
 # A token field takes OTP codes (up to 10 digits, people type spaces or hyphens)
 # and recovery codes; the OTP service validates the exact format.
 MAX_TOKEN_LENGTH = 32
@@ -91,7 +109,11 @@ class ChangePasswordForm(FlaskForm):
 class MethodForm(FlaskForm):
     method = RadioField(
         "Second factor",
-        choices=[("email", "Token by email"), ("app", "Authenticator app")],
+        choices=[
+            SelectChoice("email", "Token by email"),
+            SelectChoice("app", "Authenticator app"),
+            SelectChoice("webauthn", "Security key"),
+        ],
         validators=[InputRequired(message="Choose a method.")],
     )
     email_security = BooleanField("Enable email security", false_values={"", "off"})
@@ -118,3 +140,44 @@ class ResendForm(FlaskForm):
 
 class ActionForm(FlaskForm):
     """A form that is only a button: it carries nothing but the CSRF token."""
+
+
+def _credential_field() -> HiddenField:
+    # The page's script fills this field with the PublicKeyCredential as JSON.
+    return HiddenField(
+        validators=[
+            InputRequired(message="Use your security key first."),
+            Length(
+                max=MAX_CREDENTIAL_LENGTH,
+                message="The security key response is too large.",
+            ),
+        ]
+    )
+
+
+class SecurityKeyForm(FlaskForm):
+    name = StringField(
+        "Name of the key",
+        filters=[_strip],
+        validators=[
+            # DataRequired checks after the strip filter, so a blank name fails.
+            DataRequired(message='Give the key a name, for example "Blue USB key".'),
+            Length(
+                max=MAX_KEY_NAME_LENGTH,
+                message=f"Use at most {MAX_KEY_NAME_LENGTH} characters.",
+            ),
+        ],
+        render_kw={"maxlength": MAX_KEY_NAME_LENGTH},
+    )
+    credential = _credential_field()
+
+
+class SecurityKeyVerifyForm(FlaskForm):
+    credential = _credential_field()
+    remember_device = BooleanField("Trust this browser for 30 days")
+
+
+class RemoveKeyForm(FlaskForm):
+    key_id = IntegerField(
+        validators=[InputRequired(), NumberRange(min=1, max=2**31 - 1)]
+    )

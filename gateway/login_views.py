@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 
+import redis
 from flask import current_app, flash, make_response, redirect, session, url_for
 
 from .blueprint import blueprint
 from .flow import (
     STAGE_VERIFY_2FA,
-    advance_after_password,
     client_ip,
     complete_login,
     current_stage,
@@ -23,15 +23,24 @@ from .flow import (
     requires_stage,
     send_challenge,
     send_notice,
+    stage_after_password,
     start_session,
     throttled_page,
     user_agent,
 )
 from .forms import ActionForm, LoginForm, VerifyForm
+from .login_devices import browser_description, device_cookie
+from .security_keys import verify_page_context
 
 log = logging.getLogger(__name__)
 
 INVALID_CREDENTIALS = "Invalid user name or password."
+INITIAL_EXPIRED = (
+    "Your initial password has expired. Ask an operator to issue a new one."
+)
+# The OTP service's error code for a code that was already accepted once.
+REPLAYED_TOKEN = "replayed_token"
+REPLAY_NOTICE = "second_factor_replayed"
 
 
 @blueprint.route("/", methods=["GET", "POST"])
@@ -51,6 +60,7 @@ def login():
             "password": form.password.data,
             "client_ip": client_ip(),
             "user_agent": user_agent(),
+            "device_cookie": device_cookie(),
         },
     )
     if response.status == 429:
@@ -61,13 +71,16 @@ def login():
         return render_page(
             "login.html", "login", status=401, form=form, error=INVALID_CREDENTIALS
         )
+    if response.body.get("error") == "initial_password_expired":
+        # Identity sends this only after the password proved correct, so the
+        # message gives nothing away about which logins exist.
+        return render_page(
+            "login.html", "login", status=403, form=form, error=INITIAL_EXPIRED
+        )
     agent = expect(response, 200)["agent"]
 
     start_session(agent)
-    if agent["must_change_password"]:
-        session["stage"] = "change_password"
-    else:
-        advance_after_password()
+    stage_after_password(agent)
     return redirect_to_stage()
 
 
@@ -78,6 +91,7 @@ def twofa_verify():
     resend_form = ActionForm()
     method = session.get("method")
     context = {"form": form, "resend_form": resend_form, "method": method}
+    context.update(verify_page_context(method))
     if not form.validate_on_submit():
         challenge = session.pop("challenge", None) or {}
         error = notice = None
@@ -116,7 +130,7 @@ def twofa_verify():
             **context,
         )
     if response.status in (400, 409):
-        record_audit("second_factor_failed", {"reason": response.body.get("error")})
+        _record_failure(response.body.get("error"), method)
         return render_page(
             "twofa_verify.html",
             "2fa-verify",
@@ -142,8 +156,44 @@ def twofa_verify():
     return result
 
 
+def _record_failure(error: str | None, method: str | None) -> None:
+    if error == REPLAYED_TOKEN:
+        _report_replay(method)
+    else:
+        record_audit("second_factor_failed", {"reason": error})
+
+
+def _report_replay(method: str | None) -> None:
+    """Audit a used-up code and mail the agent, at most one mail per interval.
+
+    Someone who passed the password step has a code that was already
+    accepted: the agent signing in twice, or an attacker who saw the code.
+    """
+    agent_id = session["agent_id"]
+    record_audit("second_factor_replayed", {"method": method})
+    log.warning("gateway.code_replayed", extra={"agent_id": agent_id})
+    interval = current_app.config["REPLAY_NOTICE_INTERVAL"]
+    if interval:
+        prefix = current_app.config["GATEHOUSE"].redis_prefix
+        key = f"{prefix}gw:notice-sent:{REPLAY_NOTICE}:{agent_id}"
+        try:
+            if not current_app.extensions["redis"].set(key, 1, nx=True, ex=interval):
+                return
+        except redis.RedisError as error:
+            # A lost rate limit costs at most one extra mail; a lost notice
+            # would hide the replay, so the mail goes out.
+            log.warning("gateway.notice_limit_failed", extra={"error": repr(error)})
+    send_notice(REPLAY_NOTICE)
+
+
 def _remember_browser(response) -> None:
-    answer = expect(otp().post("/v1/devices", {"agent_id": session["agent_id"]}), 201)
+    browser = browser_description()
+    answer = expect(
+        otp().post(
+            "/v1/devices", {"agent_id": session["agent_id"], "browser": browser}
+        ),
+        201,
+    )
     response.set_cookie(
         current_app.config["DEVICE_COOKIE_NAME"],
         answer["device_token"],
@@ -154,6 +204,7 @@ def _remember_browser(response) -> None:
         path="/",
     )
     record_audit("browser_remembered")
+    send_notice("browser_remembered", browser)
 
 
 @blueprint.post("/2fa/resend")

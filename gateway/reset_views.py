@@ -7,6 +7,7 @@ in the address bar, the history or a proxy log, and the form page never carries 
 from __future__ import annotations
 
 import logging
+import re
 
 from flask import current_app, flash, redirect, session, url_for
 
@@ -25,6 +26,9 @@ from .forms import ForgotPasswordForm, NewPasswordForm
 log = logging.getLogger(__name__)
 
 MAX_RESET_TOKEN_LENGTH = 128
+# identity issues secrets.token_urlsafe tokens. Anything else is not a token, and
+# a "..", "?" or "#" in it would change the internal URL it is put into.
+RESET_TOKEN = re.compile(rf"[A-Za-z0-9_-]{{1,{MAX_RESET_TOKEN_LENGTH}}}")
 FORGOT_ANSWER = (
     "If this user name belongs to an agent, a mail with a link to set a new "
     "password is on its way. The link works for 30 minutes."
@@ -69,7 +73,7 @@ def password_forgot():
 
 @blueprint.get("/password/reset/<token>")
 def password_reset_link(token: str):
-    if len(token) > MAX_RESET_TOKEN_LENGTH:
+    if not RESET_TOKEN.fullmatch(token):
         return _invalid_link()
     session["reset_token"] = token
     return redirect(url_for("agent.password_reset"))

@@ -201,6 +201,9 @@ class RedisSessionStore:
 
     def end_by_handle(self, agent_id: int, handle: str) -> bool:
         """End the agent's session whose handle is ``handle``; False if none."""
+        # Handles are hex digests, and compare_digest raises on non-ASCII text.
+        if not handle.isascii():
+            return False
         index = self._agent_index(agent_id)
         for raw_key in self.client.smembers(index):
             key = raw_key.decode()

@@ -13,6 +13,7 @@ from flask import current_app, flash, redirect, session, url_for
 
 from .blueprint import blueprint
 from .flow import (
+    BREACHED_PASSWORD,
     STAGE_CHANGE_PASSWORD,
     STAGE_DONE,
     STAGE_SETUP_2FA,
@@ -21,6 +22,7 @@ from .flow import (
     complete_login,
     describe_wait,
     expect,
+    factor_of,
     identity,
     otp,
     record_audit,
@@ -33,6 +35,7 @@ from .flow import (
     user_agent,
 )
 from .forms import MethodForm, NewPasswordForm, ResendForm, TokenForm
+from .security_keys import relying_party
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +74,11 @@ def password_change():
 
     current_app.extensions["session_store"].end_all(agent_id, session.session_id)
     session.rotate()
-    advance_after_password()
+    if session.pop(BREACHED_PASSWORD, False):
+        # The second factor was already passed before this change.
+        complete_login()
+    else:
+        advance_after_password()
     flash("Your password has been changed.")
     return redirect_to_stage()
 
@@ -88,9 +95,12 @@ def twofa_setup():
             status=400 if form.is_submitted() else 200,
             form=form,
             encryption=_encryption_preview(),
+            security_keys_available=relying_party() is not None,
         )
     if form.method.data == "app":
         return redirect(url_for("agent.twofa_setup_app"))
+    if form.method.data == "webauthn":
+        return redirect(url_for("agent.twofa_setup_security_key"))
     return _start_email_enrollment(bool(form.email_security.data))
 
 
@@ -126,23 +136,32 @@ def _start_email_enrollment(email_security: bool):
     return redirect(url_for("agent.twofa_setup_email"))
 
 
-def _finish_enrollment(answer: dict):
-    """Store the new factor's outcome in the session and move on."""
+def _finish_enrollment(answer: dict, first_factor: bool):
+    """Store the new factor's outcome in the session and move on.
+
+    ``first_factor`` is True when the agent had no factor before this one, which
+    sends the ``factor_enrolled`` notice instead of ``factor_changed``.
+    """
     method = answer.get("method")
     session["recovery_codes"] = answer.get("recovery_codes")
     session.pop("email_enrollment", None)
     session.pop("app_enrollment", None)
+    event = "factor_enrolled" if first_factor else "factor_changed"
+    record_audit(event, {"method": method})
+    send_notice(event)
     if session.get("stage") == STAGE_DONE:
-        record_audit("factor_changed", {"method": method})
-        send_notice("factor_changed")
         flash("Your second factor has been changed.")
         return redirect(url_for("agent.security"))
-    record_audit("factor_enrolled", {"method": method})
     complete_login()
     return redirect(url_for("agent.dashboard"))
 
 
 def _confirm(path: str, form: TokenForm, template: str, page: str, **context):
+    # During the login's set-up stage the agent has no factor by definition.
+    first_factor = (
+        session.get("stage") != STAGE_DONE
+        or factor_of(session["agent_id"]).get("method") is None
+    )
     response = otp().post(
         path,
         {
@@ -170,7 +189,7 @@ def _confirm(path: str, form: TokenForm, template: str, page: str, **context):
             error=response.body.get("message", "Invalid code."),
             **context,
         )
-    return _finish_enrollment(expect(response, 200))
+    return _finish_enrollment(expect(response, 200), first_factor)
 
 
 @blueprint.route("/2fa/setup/email", methods=["GET", "POST"])

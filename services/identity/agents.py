@@ -6,6 +6,7 @@ import hmac
 import logging
 import re
 import unicodedata
+from datetime import datetime, timedelta
 
 from gatehouse.common.ratelimit import FailureThrottle
 from sqlalchemy import delete, select
@@ -14,9 +15,12 @@ from sqlalchemy.orm import sessionmaker
 
 from .config import MAX_PASSWORD_LENGTH, IdentityConfig
 from .interfaces import (
+    CHANGE_REASON_BREACHED,
+    CHANGE_REASON_INITIAL,
     Agent,
     AgentNotFound,
     DuplicateLogin,
+    InitialPasswordExpired,
     InvalidAgentData,
     InvalidCredentials,
     InvalidCurrentPassword,
@@ -114,6 +118,8 @@ def _to_agent(row: AgentRow) -> Agent:
         must_change_password=row.must_change_password,
         password_hash=row.password_hash,
         password_version=row.password_version,
+        password_change_reason=row.password_change_reason,
+        initial_password_expires_at=row.initial_password_expires_at,
     )
 
 
@@ -154,6 +160,7 @@ class SqlAgentRepository:
         last_name: str,
         password_hash: str,
         must_change_password: bool,
+        initial_password_expires_at: datetime | None = None,
     ) -> Agent:
         row = AgentRow(
             login=login,
@@ -164,6 +171,10 @@ class SqlAgentRepository:
             password_hash=password_hash,
             password_version=1,
             must_change_password=must_change_password,
+            password_change_reason=(
+                CHANGE_REASON_INITIAL if must_change_password else None
+            ),
+            initial_password_expires_at=initial_password_expires_at,
         )
         try:
             with self._sessions.begin() as session:
@@ -209,6 +220,8 @@ class SqlAgentRepository:
         row.password_version += 1
         row.password_changed_at = utcnow()
         row.must_change_password = False
+        row.password_change_reason = None
+        row.initial_password_expires_at = None
         session.flush()
 
         keep = (
@@ -225,6 +238,38 @@ class SqlAgentRepository:
         # Any outstanding reset link dies with the old password.
         session.execute(delete(ResetTokenRow).where(ResetTokenRow.agent_id == agent_id))
         return _to_agent(row)
+
+    def issue_initial_password(
+        self,
+        agent_id: int,
+        password_hash: str,
+        expires_at: datetime,
+        history_size: int,
+        session=None,
+    ) -> Agent:
+        if session is None:
+            with self._sessions.begin() as own_session:
+                return self.issue_initial_password(
+                    agent_id, password_hash, expires_at, history_size, own_session
+                )
+        self._replace_password(session, agent_id, password_hash, history_size)
+        row = session.get(AgentRow, agent_id)
+        row.must_change_password = True
+        row.password_change_reason = CHANGE_REASON_INITIAL
+        row.initial_password_expires_at = expires_at
+        session.flush()
+        return _to_agent(row)
+
+    def require_password_change(self, agent_id: int, reason: str) -> Agent:
+        with self._sessions.begin() as session:
+            row = session.get(AgentRow, agent_id, with_for_update=True)
+            if row is None:
+                raise AgentNotFound(f"No agent has id {agent_id}.")
+            row.must_change_password = True
+            # An initial password keeps its reason and expiry.
+            if row.password_change_reason is None:
+                row.password_change_reason = reason
+            return _to_agent(row)
 
     def update_hash(self, agent_id: int, password_hash: str) -> None:
         with self._sessions.begin() as session:
@@ -269,20 +314,26 @@ class AgentService:
         words = context_words(login, email, first_name, last_name)
         password = self.policy.check(password, words)
 
+        must_change = self.config.change_initial_password
         agent = self.repository.create(
             login,
             email,
             first_name,
             last_name,
             self.hasher.hash(password),
-            must_change_password=self.config.change_initial_password,
+            must_change_password=must_change,
+            initial_password_expires_at=(
+                self.initial_password_expiry() if must_change else None
+            ),
         )
         log.info("identity.agent_created", extra={"agent_id": agent.id})
         return agent
 
-    def authenticate(self, login: str, password: str, ip_hash: str) -> Agent:
+    def authenticate(
+        self, login: str, password: str, ip_hash: str, device_cookie: str | None = None
+    ) -> Agent:
         """Return the agent; raise InvalidCredentials or Throttled."""
-        limits = self.limits.login_limits(login, ip_hash)
+        limits = self.limits.login_limits(login, ip_hash, device_cookie)
         self.throttle.check(limits)
 
         agent = self.repository.find_by_login(login) if isinstance(login, str) else None
@@ -301,6 +352,45 @@ class AgentService:
             self.repository.update_hash(agent.id, self.hasher.hash(password))
             log.info("identity.password_rehashed", extra={"agent_id": agent.id})
         return agent
+
+    def initial_password_expiry(self) -> datetime:
+        """Return when an initial password issued now expires (naive UTC)."""
+        return utcnow() + timedelta(seconds=self.config.initial_password_ttl)
+
+    def check_initial_password(self, agent: Agent) -> None:
+        """Raise InitialPasswordExpired when the agent, whose password was just
+        verified, still has an initial password past its expiry."""
+        expires_at = agent.initial_password_expires_at
+        if expires_at is not None and utcnow() >= expires_at:
+            log.info("identity.initial_password_expired", extra={"agent_id": agent.id})
+            raise InitialPasswordExpired(
+                "Your initial password has expired. Ask an operator to issue a new one."
+            )
+
+    def require_change_if_breached(self, agent: Agent, password: str) -> Agent:
+        """Return the agent, marked to change the password first when the
+        password, just verified at login, is on a breach list."""
+        if not self.policy.is_breached(normalize_password(password)):
+            return agent
+        log.warning("identity.breached_password_at_login", extra={"agent_id": agent.id})
+        return self.repository.require_password_change(agent.id, CHANGE_REASON_BREACHED)
+
+    def issue_initial_password(
+        self, agent: Agent, password: str, session=None
+    ) -> Agent:
+        """Replace the password with an operator-issued initial password that
+        expires and must be changed at the next login; raise InvalidPassword."""
+        words = context_words(
+            agent.login, agent.email, agent.first_name, agent.last_name
+        )
+        password = self.policy.check(password, words)
+        return self.repository.issue_initial_password(
+            agent.id,
+            self.hasher.hash(password),
+            self.initial_password_expiry(),
+            self.config.password_history,
+            session=session,
+        )
 
     def known_agent_id(self, login: object) -> int | None:
         if not isinstance(login, str):
@@ -336,12 +426,13 @@ class AgentService:
         new_password_confirm: str,
         current_password: str | None,
         ip_hash: str,
+        device_cookie: str | None = None,
     ) -> Agent:
         """Set a new password; raise AgentNotFound, InvalidCurrentPassword,
         InvalidPassword or Throttled."""
         agent = self.repository.get(agent_id)
         if current_password is not None or not agent.must_change_password:
-            self._verify_current(agent, current_password, ip_hash)
+            self._verify_current(agent, current_password, ip_hash, device_cookie)
 
         password = self.check_new_password(agent, new_password, new_password_confirm)
         updated = self.repository.replace_password(
@@ -351,11 +442,15 @@ class AgentService:
         return updated
 
     def _verify_current(
-        self, agent: Agent, current_password: str | None, ip_hash: str
+        self,
+        agent: Agent,
+        current_password: str | None,
+        ip_hash: str,
+        device_cookie: str | None,
     ) -> None:
         if not isinstance(current_password, str) or current_password == "":
             raise InvalidCurrentPassword("Enter your current password.")
-        limits = self.limits.login_limits(agent.login, ip_hash)
+        limits = self.limits.login_limits(agent.login, ip_hash, device_cookie)
         self.throttle.check(limits)
         if not self.hasher.verify(
             agent.password_hash, normalize_password(current_password)

@@ -8,9 +8,15 @@ import redis
 from flask import Flask
 from gatehouse.common.audit_queue import QUEUE_KEY as AUDIT_QUEUE_KEY
 from gatehouse.common.config import load_settings
-from gatehouse.common.internal import ServiceClient, install_service_auth
+from gatehouse.common.internal import (
+    NONCE_KEY_PREFIX,
+    RedisNonceStore,
+    RoutePolicy,
+    ServiceClient,
+    install_service_auth,
+)
 from gatehouse.common.logs import configure_logging
-from gatehouse.common.mail import MailPublisher
+from gatehouse.common.mail import MailPublisher, mail_job_cipher
 from gatehouse.common.ratelimit import FailureThrottle
 from gatehouse.common.redis_store import connect
 from gatehouse.common.web import error_response, install_health, install_json_errors
@@ -22,8 +28,10 @@ from .audit import AuditQueueDrainer, SqlAuditLog
 from .config import VARIABLES, load_identity_config
 from .database import create_database_engine, create_session_factory
 from .hibp import PwnedPasswordsClient
-from .outbox import MailOutbox
+from .notices import RedisNoticeLimiter
+from .outbox import SqlMailOutbox
 from .passwords import Argon2Hasher, PasswordPolicy
+from .relay import DEFAULT_LEASE_SECONDS, RETRY_DELAYS, MailRelay
 from .resets import ResetService, SqlResetStore
 from .throttling import LOGIN_THROTTLE_PREFIX, RESET_THROTTLE_PREFIX, ThrottleLimits
 from .views import IdentityServices, blueprint
@@ -31,6 +39,8 @@ from .views import IdentityServices, blueprint
 log = logging.getLogger(__name__)
 
 OTP_TIMEOUT_SECONDS = 3.0
+# Only the gateway calls identity, so every route keeps the default policy.
+ROUTE_POLICY = RoutePolicy(callers={})
 
 
 def build_agent_service(config, settings, redis_client=None) -> AgentService:
@@ -55,7 +65,7 @@ def build_agent_service(config, settings, redis_client=None) -> AgentService:
         hasher,
         PasswordPolicy(config, hasher, pwned),
         throttle,
-        ThrottleLimits(config),
+        ThrottleLimits(config, settings.secret_key),
     )
 
 
@@ -78,31 +88,55 @@ def create_app(test_config: dict | None = None) -> Flask:
     redis_client = connect(settings.redis_url)
     agents = build_agent_service(config, settings, redis_client)
     sessions = agents.repository.session_factory
-    publisher = MailPublisher(settings.amqp_url, settings.amqp_prefix)
-    otp_client = ServiceClient(
-        "otp", settings.otp_urls, settings.service_token, timeout=OTP_TIMEOUT_SECONDS
+    publisher = MailPublisher(
+        settings.amqp_url, settings.amqp_prefix, settings.mail_job_keys
     )
-    outbox = MailOutbox(
+    otp_client = ServiceClient(
+        "otp",
+        settings.otp_urls,
+        settings.signing_key("identity"),
+        timeout=OTP_TIMEOUT_SECONDS,
+    )
+    reset_store = SqlResetStore(sessions)
+    audit = SqlAuditLog(sessions, settings.log_hash_key)
+    outbox = MailRelay(
+        SqlMailOutbox(sessions, mail_job_cipher(settings.mail_job_keys)),
         publisher,
         otp_client,
-        app.config.get("IDENTITY_MAIL_RETRY_DELAYS", (0.5, 1.0, 2.0, 4.0, 8.0)),
+        agents,
+        reset_store,
+        config.reset_ttl,
+        audit,
+        retry_delays=app.config.get("IDENTITY_MAIL_RETRY_DELAYS", RETRY_DELAYS),
+        lease_seconds=app.config.get(
+            "IDENTITY_MAIL_LEASE_SECONDS", DEFAULT_LEASE_SECONDS
+        ),
     )
     app.extensions["identity"] = IdentityServices(
         agents=agents,
-        resets=ResetService(
-            agents, SqlResetStore(sessions), sessions, config.reset_ttl
-        ),
-        audit=SqlAuditLog(sessions, settings.log_hash_key),
+        resets=ResetService(agents, reset_store, sessions, config.reset_ttl),
+        audit=audit,
         outbox=outbox,
         limits=agents.limits,
         reset_throttle=FailureThrottle(
             redis_client, settings.redis_prefix + RESET_THROTTLE_PREFIX
         ),
         log_hash_key=settings.log_hash_key,
+        notice_limiter=RedisNoticeLimiter(
+            redis_client,
+            settings.redis_prefix + "id:",
+            config.new_browser_notice_interval,
+        ),
     )
     app.extensions["identity_config"] = config
 
-    install_service_auth(app, settings.service_token)
+    install_service_auth(
+        app,
+        "identity",
+        settings.service_public_keys(),
+        ROUTE_POLICY,
+        RedisNonceStore(redis_client, settings.redis_prefix + NONCE_KEY_PREFIX),
+    )
     install_json_errors(app)
     _install_backend_errors(app)
     app.register_blueprint(blueprint)
@@ -119,6 +153,9 @@ def create_app(test_config: dict | None = None) -> Flask:
             "rabbitmq": publisher.check,
         },
     )
+    # Tests turn the thread off and relay rows themselves with outbox.drain().
+    if config.mail_relay:
+        outbox.start()
     if app.config.get("AUDIT_QUEUE_DRAINER", True):
         AuditQueueDrainer(
             redis_client, settings.redis_prefix + AUDIT_QUEUE_KEY, sessions

@@ -34,12 +34,15 @@ class SqlAuditLog:
         client_ip: str | None,
         user_agent: str | None,
         detail: dict | None = None,
+        ip_hash: str | None = None,
     ) -> None:
+        if client_ip:
+            ip_hash = hash_ip(self._log_hash_key, client_ip)
         row = AuditEventRow(
             time=utcnow(),
             agent_id=agent_id,
             event=event,
-            ip_hash=hash_ip(self._log_hash_key, client_ip) if client_ip else None,
+            ip_hash=ip_hash,
             user_agent=(user_agent or "").replace("\x00", "")[:MAX_USER_AGENT_LENGTH]
             or None,
             request_id=current_request_id(),

@@ -22,6 +22,11 @@ DEFAULT_ARGON2_PARALLELISM = 1
 # bounds the hashing work per request.
 MAX_PASSWORD_LENGTH = 1024
 
+# An operator-issued initial password stops signing in after 72 hours. That
+# covers a handover on Friday evening that the agent uses on Monday morning,
+# while a password lost in a ticket or a chat stays usable for days, not months.
+DEFAULT_INITIAL_PASSWORD_TTL = 72 * 3600
+
 
 @dataclass(frozen=True)
 class IdentityConfig:
@@ -36,12 +41,28 @@ class IdentityConfig:
     hibp_url: str = ""
     hibp_timeout: float = 2.0
     reset_ttl: int = 1800
+    initial_password_ttl: int = DEFAULT_INITIAL_PASSWORD_TTL
+    # Run the mail outbox relay thread in this process. With False the process
+    # only writes outbox rows, and mail waits until some identity process relays.
+    mail_relay: bool = True
+    # With True, `agentctl agent reset-2fa` requires --evidence and --new-password,
+    # so recovering a lost factor repeats the enrollment ceremony.
+    reset_2fa_requires_proofing: bool = False
     login_max_failures: int = 10
     login_window: int = 300
     # A second, longer window keeps a login under 50 failures an hour, which the
     # short window alone (10 per 5 minutes) would allow to reach 120.
     login_long_max_failures: int = 50
     login_long_window: int = 3600
+    # Failures sent with a valid login device cookie count per (login, device)
+    # instead of per login, so a guesser elsewhere cannot lock that browser out.
+    device_max_failures: int = 10
+    device_window: int = 300
+    device_long_max_failures: int = 50
+    device_long_window: int = 3600
+    device_cookie_days: int = 180
+    # At most one new-browser notice per agent in this many seconds.
+    new_browser_notice_interval: int = 600
     ip_max_failures: int = 50
     ip_window: int = 300
     global_max_failures: int = 1000
@@ -59,10 +80,22 @@ _INTEGER_OPTIONS = (
     ("password_min_length", "GATEHOUSE_PASSWORD_MIN_LENGTH", 8, MAX_PASSWORD_LENGTH),
     ("password_history", "IDENTITY_PASSWORD_HISTORY", 0, 50),
     ("reset_ttl", "IDENTITY_RESET_TTL", 60, 7 * 24 * 3600),
+    ("initial_password_ttl", "IDENTITY_INITIAL_PASSWORD_TTL", 60, 30 * 24 * 3600),
     ("login_max_failures", "IDENTITY_LOGIN_MAX_FAILURES", 1, 100000),
     ("login_window", "IDENTITY_LOGIN_WINDOW", 1, 86400),
     ("login_long_max_failures", "IDENTITY_LOGIN_LONG_MAX_FAILURES", 1, 100000),
     ("login_long_window", "IDENTITY_LOGIN_LONG_WINDOW", 1, 7 * 86400),
+    ("device_max_failures", "IDENTITY_DEVICE_MAX_FAILURES", 1, 100000),
+    ("device_window", "IDENTITY_DEVICE_WINDOW", 1, 86400),
+    ("device_long_max_failures", "IDENTITY_DEVICE_LONG_MAX_FAILURES", 1, 100000),
+    ("device_long_window", "IDENTITY_DEVICE_LONG_WINDOW", 1, 7 * 86400),
+    ("device_cookie_days", "GATEHOUSE_DEVICE_COOKIE_DAYS", 1, 730),
+    (
+        "new_browser_notice_interval",
+        "IDENTITY_NEW_BROWSER_NOTICE_INTERVAL",
+        0,
+        7 * 86400,
+    ),
     ("ip_max_failures", "IDENTITY_IP_MAX_FAILURES", 1, 1000000),
     ("ip_window", "IDENTITY_IP_WINDOW", 1, 86400),
     ("global_max_failures", "IDENTITY_GLOBAL_MAX_FAILURES", 1, 10000000),
@@ -74,6 +107,8 @@ _INTEGER_OPTIONS = (
 _BOOLEAN_OPTIONS = (
     ("change_initial_password", "GATEHOUSE_CHANGE_INITIAL_PASSWORD"),
     ("hibp_enabled", "GATEHOUSE_HIBP_ENABLED"),
+    ("mail_relay", "IDENTITY_MAIL_RELAY"),
+    ("reset_2fa_requires_proofing", "IDENTITY_RESET_2FA_REQUIRES_PROOFING"),
 )
 
 VARIABLES = (

@@ -38,17 +38,23 @@ def _configure_sqlite(engine: Engine) -> None:
 
 
 def create_database_engine(url: str) -> Engine:
-    """Return an engine for ``url``; SQLite files get WAL and a busy timeout."""
+    """Return an engine for ``url``; SQLite files get WAL and a busy timeout.
+
+    Exception messages leave out bound values (``hide_parameters``), because the
+    services log them and the values include password hashes and reset links.
+    """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(
-            url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+            url,
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+            hide_parameters=True,
         )
         _configure_sqlite(engine)
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    return create_engine(url, pool_pre_ping=True, hide_parameters=True)
 
 
 def create_session_factory(engine: Engine) -> sessionmaker:

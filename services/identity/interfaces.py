@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
+
+# Values of Agent.password_change_reason.
+CHANGE_REASON_INITIAL = "initial"
+CHANGE_REASON_BREACHED = "breached"
 
 
 @dataclass(frozen=True)
@@ -18,6 +23,10 @@ class Agent:
     must_change_password: bool
     password_hash: str
     password_version: int
+    # Why must_change_password is set (CHANGE_REASON_*), or None.
+    password_change_reason: str | None = None
+    # When an operator-issued initial password expires (naive UTC), or None.
+    initial_password_expires_at: datetime | None = None
 
     def to_json(self) -> dict:
         return {
@@ -27,6 +36,7 @@ class Agent:
             "first_name": self.first_name,
             "last_name": self.last_name,
             "must_change_password": self.must_change_password,
+            "password_change_reason": self.password_change_reason,
         }
 
 
@@ -52,6 +62,10 @@ class InvalidPassword(IdentityError):
 
 class InvalidCredentials(IdentityError):
     """Unknown login or wrong password; the two are deliberately indistinguishable."""
+
+
+class InitialPasswordExpired(IdentityError):
+    """The password was correct but is an initial password past its expiry."""
 
 
 class InvalidCurrentPassword(IdentityError):
@@ -112,16 +126,19 @@ class AuditLog(Protocol):
         client_ip: str | None,
         user_agent: str | None,
         detail: dict | None = None,
+        ip_hash: str | None = None,
     ) -> None:
-        """Store one audit event; the IP is stored as a keyed hash."""
+        """Store one audit event; the IP is stored as a keyed hash (``ip_hash``
+        when the caller has only the hash)."""
 
     def list_for_agent(self, agent_id: int, limit: int) -> list[dict]:
         """Return the agent's newest ``limit`` events, newest first."""
 
 
 class ResetStore(Protocol):
-    def issue(self, agent: Agent, ttl_seconds: int) -> str:
-        """Return a new reset token for the agent, replacing any older one."""
+    def issue(self, agent: Agent, ttl_seconds: int, session=None) -> str:
+        """Return a new reset token for the agent, replacing any older one; with
+        ``session``, inside the caller's transaction."""
 
     def resolve(self, token: str) -> int:
         """Return the agent id the token belongs to; raise ResetTokenInvalid."""

@@ -46,6 +46,16 @@ class AgentRow(Base):
     password_version: Mapped[int] = mapped_column(Integer, default=1)
     password_changed_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     must_change_password: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Why must_change_password is set: "initial" (an operator issued the
+    # password) or "breached" (the password turned up on a breach list at login).
+    password_change_reason: Mapped[str | None] = mapped_column(
+        String(16), nullable=True
+    )
+    # When an operator-issued initial password stops signing in; None for a
+    # password the agent chose.
+    initial_password_expires_at: Mapped[datetime | None] = mapped_column(
+        DateTime, nullable=True
+    )
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
@@ -90,3 +100,31 @@ class AuditEventRow(Base):
     user_agent: Mapped[str | None] = mapped_column(String(256), nullable=True)
     request_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     detail: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
+class MailOutboxRow(Base):
+    """A mail identity still has to hand to RabbitMQ (a transactional outbox).
+
+    A row is written with the change it reports (in the same transaction for
+    reset mails) and deleted after the broker confirms the job. ``kind`` is
+    ``reset_request`` (a forgot-password request whose login is not yet looked
+    up), ``password_reset`` or ``notice``.
+    """
+
+    __tablename__ = "mail_outbox"
+
+    id: Mapped[int] = mapped_column(BIG_ID, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    agent_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # The MailJob message id, the same on every publish of this row, so the
+    # mailer's duplicate check drops a second copy.
+    message_id: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[dict] = mapped_column(JSON, default=dict)
+    request_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    available_at: Mapped[datetime] = mapped_column(DateTime, index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # A relay claims a row by writing its owner id and a lease end. Another relay
+    # takes the row over only after the lease has ended.
+    lease_owner: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)

@@ -88,6 +88,23 @@ def common_passwords() -> frozenset[str]:
     return frozenset(word.lower() for word in FREQUENCY_LISTS["passwords"])
 
 
+# zxcvbn rates a password by the guesses an attacker who knows common passwords,
+# words, names, dates, keyboard patterns and l33t substitutions needs. Below 10^8
+# (its score 2 and lower) the password falls to an online or breached-list
+# attack, for example "Password123!" or "qwertyuiop12" (zxcvbn 4.5.0 README).
+MIN_GUESSES = 10**8
+# zxcvbn 4.5.0 rejects longer input (its matching grows faster than linearly
+# with length). A prefix that is hard to guess makes the whole password hard.
+GUESSABILITY_PREFIX = 72
+
+
+def is_guessable(password: str) -> bool:
+    """Return True when zxcvbn estimates fewer than MIN_GUESSES for the password."""
+    from zxcvbn import zxcvbn
+
+    return zxcvbn(password[:GUESSABILITY_PREFIX])["guesses"] < MIN_GUESSES
+
+
 _FILLER = re.compile(rf"[\s\d{re.escape(string.punctuation)}]+")
 
 
@@ -113,7 +130,8 @@ class PasswordPolicy:
     """Checks a new password against the NIST SP 800-63B rules.
 
     There are no composition rules and no expiry. A password is rejected when its
-    length is out of range or it is on the common-password list. It is also
+    length is out of range, it is on the common-password list or zxcvbn rates it
+    easy to guess. It is also
     rejected when it is built only from the agent's login, name or email, reused
     from recent history, or (when enabled) found in the Have I Been Pwned corpus.
     """
@@ -161,6 +179,12 @@ class PasswordPolicy:
             raise InvalidPassword(
                 "This password is on a list of commonly used passwords. Choose another."
             )
+        if is_guessable(password):
+            raise InvalidPassword(
+                "This password is easy to guess because it is built from common "
+                "words, names, dates or keyboard patterns. A phrase of four or more "
+                "unrelated words works well."
+            )
         if is_built_from(password, words):
             raise InvalidPassword(
                 "The password must not be built from your login, name or email "
@@ -177,3 +201,10 @@ class PasswordPolicy:
                 "This password appears in known data breaches. Choose another."
             )
         return password
+
+    def is_breached(self, password: str) -> bool:
+        """Return True when the normalized password is on the common-password list,
+        easy to guess, or, when enabled, in Have I Been Pwned (which fails open)."""
+        if password.lower() in common_passwords() or is_guessable(password):
+            return True
+        return self._pwned is not None and self._pwned.is_pwned(password)

@@ -35,23 +35,23 @@ class SqlResetStore:
     def __init__(self, session_factory: sessionmaker) -> None:
         self._sessions = session_factory
 
-    def issue(self, agent: Agent, ttl_seconds: int) -> str:
+    def issue(self, agent: Agent, ttl_seconds: int, session=None) -> str:
+        if session is None:
+            with self._sessions.begin() as own_session:
+                return self.issue(agent, ttl_seconds, own_session)
         token = secrets.token_urlsafe(32)
         now = utcnow()
-        with self._sessions.begin() as session:
-            # One row per agent: a new request replaces (and so kills) the old link.
-            session.execute(
-                delete(ResetTokenRow).where(ResetTokenRow.agent_id == agent.id)
+        # One row per agent: a new request replaces (and so kills) the old link.
+        session.execute(delete(ResetTokenRow).where(ResetTokenRow.agent_id == agent.id))
+        session.add(
+            ResetTokenRow(
+                agent_id=agent.id,
+                token_hash=hash_token(token),
+                password_version=agent.password_version,
+                created_at=now,
+                expires_at=now + timedelta(seconds=ttl_seconds),
             )
-            session.add(
-                ResetTokenRow(
-                    agent_id=agent.id,
-                    token_hash=hash_token(token),
-                    password_version=agent.password_version,
-                    created_at=now,
-                    expires_at=now + timedelta(seconds=ttl_seconds),
-                )
-            )
+        )
         return token
 
     def resolve(self, token: str) -> int:

@@ -3,17 +3,10 @@
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 
 from flask import Blueprint, current_app, jsonify, request
 from gatehouse.common.logs import hash_ip
-from gatehouse.common.mail import (
-    KIND_NOTICE,
-    KIND_PASSWORD_RESET,
-    MailJob,
-    PublishFailed,
-)
 from gatehouse.common.ratelimit import FailureThrottle, Throttled
 from gatehouse.common.web import error_response
 
@@ -22,12 +15,14 @@ from .audit import EVENT_PATTERN, SqlAuditLog
 from .interfaces import (
     Agent,
     AgentNotFound,
+    InitialPasswordExpired,
     InvalidCredentials,
     InvalidCurrentPassword,
     InvalidPassword,
     ResetTokenInvalid,
 )
-from .outbox import MailOutbox
+from .notices import RedisNoticeLimiter, notice_params
+from .relay import MailRelay
 from .resets import ResetService
 from .throttling import ThrottleLimits
 
@@ -41,6 +36,10 @@ NOTICE_EVENTS = (
     "recovery_code_used",
     "recovery_codes_renewed",
     "sessions_ended",
+    "factor_enrolled",
+    "browser_remembered",
+    "new_browser",
+    "second_factor_replayed",
 )
 MAX_DETAIL_BYTES = 4096
 MAX_URL_LENGTH = 512
@@ -55,10 +54,11 @@ class IdentityServices:
     agents: AgentService
     resets: ResetService
     audit: SqlAuditLog
-    outbox: MailOutbox
+    outbox: MailRelay
     limits: ThrottleLimits
     reset_throttle: FailureThrottle
     log_hash_key: str
+    notice_limiter: RedisNoticeLimiter | None = None
 
 
 class BadRequest(Exception):
@@ -70,7 +70,12 @@ def services() -> IdentityServices:
 
 
 def _body() -> dict:
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError as error:
+        # silent=True covers ValueError only, and JSON nested deeper than the
+        # recursion limit raises RecursionError.
+        raise BadRequest("The request body is nested too deeply.") from error
     if not isinstance(body, dict):
         raise BadRequest("The request body must be a JSON object.")
     return body
@@ -82,16 +87,28 @@ def _text(body: dict, name: str, required: bool = True) -> str | None:
         return None
     if not isinstance(value, str):
         raise BadRequest(f"Field {name!r} is missing or not a string.")
+    _reject_surrogates(name, value)
     return value
+
+
+def _reject_surrogates(name: str, value: str) -> None:
+    # JSON may escape a lone surrogate ("\ud800"), which neither the database nor
+    # a hash function can encode as UTF-8.
+    if any(0xD800 <= ord(character) <= 0xDFFF for character in value):
+        raise BadRequest(
+            f"Field {name!r} contains a lone surrogate, which is not text."
+        )
 
 
 def _client(body: dict) -> tuple[str | None, str | None]:
     client_ip = body.get("client_ip")
     user_agent = body.get("user_agent")
-    return (
-        client_ip if isinstance(client_ip, str) else None,
-        user_agent if isinstance(user_agent, str) else None,
-    )
+    client_ip = client_ip if isinstance(client_ip, str) else None
+    user_agent = user_agent if isinstance(user_agent, str) else None
+    for name, value in (("client_ip", client_ip), ("user_agent", user_agent)):
+        if value is not None:
+            _reject_surrogates(name, value)
+    return client_ip, user_agent
 
 
 def _throttled(error: Throttled):
@@ -139,11 +156,12 @@ def authenticate():
     body = _body()
     login, password = _text(body, "login"), _text(body, "password")
     client_ip, user_agent = _client(body)
+    device_cookie = _text(body, "device_cookie", required=False)
     found = services()
     ip_hash = hash_ip(found.log_hash_key, client_ip)
 
     try:
-        agent = found.agents.authenticate(login, password, ip_hash)
+        agent = found.agents.authenticate(login, password, ip_hash, device_cookie)
     except Throttled as error:
         found.audit.record(
             "login_throttled",
@@ -169,9 +187,32 @@ def authenticate():
         log.info("identity.login_failed", extra={"ip_hash": ip_hash})
         return _invalid_credentials()
 
+    try:
+        agent = _check_password_state(found, agent, password)
+    except InitialPasswordExpired as error:
+        # Only a correct password gets here, so this response reveals nothing
+        # about which logins exist.
+        found.audit.record(
+            "login_rejected",
+            agent.id,
+            client_ip,
+            user_agent,
+            {"reason": "initial_password_expired"},
+        )
+        return error_response(403, "initial_password_expired", str(error))
+
     found.audit.record("login_succeeded", agent.id, client_ip, user_agent)
     log.info("identity.login_succeeded", extra={"agent_id": agent.id})
     return jsonify(agent=agent.to_json())
+
+
+def _check_password_state(
+    found: IdentityServices, agent: Agent, password: str
+) -> Agent:
+    """Reject an expired initial password and mark a breached password for a
+    change; return the agent as it is now. Runs only after a correct password."""
+    found.agents.check_initial_password(agent)
+    return found.agents.require_change_if_breached(agent, password)
 
 
 @blueprint.get(f"/v1/agents/<int(max={MAX_ID}):agent_id>")
@@ -184,7 +225,10 @@ def _after_password_change(
 ) -> None:
     found = services()
     found.audit.record(event, agent.id, client_ip, user_agent)
-    found.outbox.submit(lambda: _send_notice(found.outbox, agent, "password_changed"))
+    # NOTE: the notice row is written right after the password transaction, not
+    # inside it, so a crash between the two commits loses this one notice.
+    found.outbox.store.add_notice(agent.id, {"event": "password_changed"})
+    found.outbox.wake()
 
 
 @blueprint.post(f"/v1/agents/<int(max={MAX_ID}):agent_id>/password")
@@ -193,6 +237,7 @@ def change_password(agent_id: int):
     new_password = _text(body, "new_password")
     confirm = _text(body, "new_password_confirm")
     current = _text(body, "current_password", required=False)
+    device_cookie = _text(body, "device_cookie", required=False)
     client_ip, user_agent = _client(body)
     found = services()
 
@@ -203,6 +248,7 @@ def change_password(agent_id: int):
             confirm,
             current,
             hash_ip(found.log_hash_key, client_ip),
+            device_cookie,
         )
     except InvalidCurrentPassword as error:
         found.audit.record(
@@ -216,44 +262,6 @@ def change_password(agent_id: int):
 
     _after_password_change(agent, "password_changed", client_ip, user_agent)
     return jsonify(agent=agent.to_json())
-
-
-def _send_reset_mail(
-    found: IdentityServices,
-    login: str,
-    reset_url_base: str,
-    client_ip: str | None,
-    user_agent: str | None,
-) -> None:
-    issued = found.resets.request(login)
-    if issued is None:
-        return
-    agent, token = issued
-    found.audit.record("password_reset_requested", agent.id, client_ip, user_agent)
-
-    ttl = found.resets.ttl_seconds
-    job = MailJob(
-        kind=KIND_PASSWORD_RESET,
-        to=agent.email,
-        agent_id=agent.id,
-        first_name=agent.first_name,
-        params={"link": reset_url_base + token, "ttl_seconds": ttl},
-        email_security=found.outbox.email_security(agent.id),
-        expires_at=time.time() + ttl,
-    )
-    found.outbox.publish_with_retries(job)
-
-
-def _send_notice(outbox: MailOutbox, agent: Agent, event: str) -> None:
-    job = MailJob(
-        kind=KIND_NOTICE,
-        to=agent.email,
-        agent_id=agent.id,
-        first_name=agent.first_name,
-        params={"event": event},
-        email_security=outbox.email_security(agent.id),
-    )
-    outbox.publish_with_retries(job)
 
 
 @blueprint.post("/v1/password-resets")
@@ -284,11 +292,10 @@ def request_password_reset():
     except Throttled:
         pass  # This request filled the window; it still counts as allowed.
 
-    # Everything that depends on whether the login exists runs on the outbox
-    # thread after this response, so the response is the same in content and time.
-    found.outbox.submit(
-        lambda: _send_reset_mail(found, login, reset_url_base, client_ip, user_agent)
-    )
+    # The request is stored as it is, and the relay looks the login up after
+    # this response, so the response is the same in content and time.
+    found.outbox.store.add_reset_request(login, reset_url_base, ip_hash, user_agent)
+    found.outbox.wake()
     return jsonify({}), 202
 
 
@@ -355,22 +362,13 @@ def queue_notice(agent_id: int):
         raise BadRequest(f"Field 'event' must be one of {', '.join(NOTICE_EVENTS)}.")
     found = services()
     agent = found.agents.repository.get(agent_id)
+    limiter = found.notice_limiter
+    if limiter is not None and not limiter.claim(agent.id, event):
+        log.info(
+            "identity.notice_skipped", extra={"agent_id": agent.id, "event": event}
+        )
+        return jsonify(skipped=True), 202
 
-    job = MailJob(
-        kind=KIND_NOTICE,
-        to=agent.email,
-        agent_id=agent.id,
-        first_name=agent.first_name,
-        params={"event": event},
-        email_security=found.outbox.email_security(agent.id),
-    )
-    try:
-        found.outbox.publisher.publish(job)
-    except PublishFailed:
-        log.error(
-            "identity.notice_not_queued", extra={"agent_id": agent.id, "event": event}
-        )
-        return error_response(
-            503, "mail_unavailable", "The mail queue is unavailable; try again later."
-        )
+    found.outbox.store.add_notice(agent.id, notice_params(event, body.get("browser")))
+    found.outbox.wake()
     return jsonify({}), 202

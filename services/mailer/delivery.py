@@ -25,7 +25,12 @@ from pathlib import Path
 
 import redis
 from gatehouse.common.logs import bind_request_id, clean_request_id
-from gatehouse.common.mail import InvalidMailJob, MailJob
+from gatehouse.common.mail import (
+    InvalidMailJob,
+    MailJob,
+    MailJobCipher,
+    UnreadableMailJob,
+)
 
 from .encrypt import pgp_mime, smime_envelope
 from .interfaces import (
@@ -58,22 +63,45 @@ class Outcome:
 
 
 class SmtpTransport:
+    """Delivery over SMTP, with the TLS mode that ``SMTP_TLS`` selects.
+
+    With TLS the server's certificate and host name are verified against
+    ``SMTP_CA_FILE``, or the system's CA store when that is unset. A failed
+    handshake or a server without STARTTLS is a transient error, so the job is
+    retried and then dead-lettered, never sent in plain text.
+    """
+
     def __init__(self, settings: MailerSettings) -> None:
         self.settings = settings
+        self.tls_context: ssl.SSLContext | None = None
+        if settings.smtp_tls != "off":
+            cafile = str(settings.smtp_ca_file) if settings.smtp_ca_file else None
+            self.tls_context = ssl.create_default_context(cafile=cafile)
+
+    def _connect(self) -> smtplib.SMTP:
+        settings = self.settings
+        if settings.smtp_tls == "implicit":
+            return smtplib.SMTP_SSL(
+                settings.smtp_host,
+                settings.smtp_port,
+                timeout=settings.smtp_timeout,
+                context=self.tls_context,
+            )
+        return smtplib.SMTP(
+            settings.smtp_host, settings.smtp_port, timeout=settings.smtp_timeout
+        )
 
     def send(self, message: EmailMessage, envelope_from: str, to: str) -> str:
         settings = self.settings
         data = message.as_bytes(policy=SMTP)
         try:
-            client = smtplib.SMTP(
-                settings.smtp_host, settings.smtp_port, timeout=settings.smtp_timeout
-            )
+            client = self._connect()
         except (OSError, smtplib.SMTPException) as error:
             raise TransientDeliveryError(f"SMTP connect failed: {error!r}") from error
         try:
             client.ehlo()
-            if settings.smtp_starttls:
-                client.starttls(context=ssl.create_default_context())
+            if settings.smtp_tls == "starttls":
+                client.starttls(context=self.tls_context)
                 client.ehlo()
             if settings.smtp_username:
                 client.login(settings.smtp_username, settings.smtp_password or "")
@@ -185,11 +213,13 @@ class MailProcessor:
         transport: Transport,
         sent_log: SentLog,
         selector: KeySelector,
+        cipher: MailJobCipher,
     ) -> None:
         self.settings = settings
         self.transport = transport
         self.sent_log = sent_log
         self.selector = selector
+        self.cipher = cipher
 
     def build_message(self, job: MailJob) -> tuple[EmailMessage, str | None]:
         """Render and, by the encryption rules, encrypt ``job``.
@@ -248,7 +278,12 @@ class MailProcessor:
     ) -> Outcome:
         header_request_id = _request_id((headers or {}).get("x-request-id"))
         try:
-            job = MailJob.from_json(body)
+            job = self.cipher.open(body)
+        except UnreadableMailJob as error:
+            # Only the broker's message id is logged, because nothing inside
+            # the body can be trusted or shown.
+            log.error("mailer.job_unreadable", extra={"message_id": fallback_id})
+            return Outcome(DEAD, str(error), fallback_id, header_request_id)
         except InvalidMailJob as error:
             return Outcome(
                 DEAD, f"invalid job: {error}", fallback_id, header_request_id
@@ -345,4 +380,5 @@ def build_processor(
         settings.sent_ttl_seconds,
         claim_seconds,
     )
-    return MailProcessor(settings, transport, sent_log, selector)
+    cipher = MailJobCipher(settings.common.mail_job_keys)
+    return MailProcessor(settings, transport, sent_log, selector, cipher)

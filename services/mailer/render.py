@@ -61,7 +61,32 @@ NOTICES = {
         "All sessions of your {product} account were just ended, so every "
         "browser that was signed in has to sign in again.",
     ),
+    "factor_enrolled": (
+        "A sign-in method was added to your {product} account",
+        "A second sign-in step (two-factor authentication) was just set up for "
+        "your {product} account.",
+    ),
+    "browser_remembered": (
+        "A browser was remembered for your {product} account",
+        "A browser was just marked as trusted for your {product} account, so it "
+        "skips the second sign-in step for a while.",
+    ),
+    "new_browser": (
+        "New sign-in to your {product} account",
+        "Your {product} account was just signed in to from a browser that had "
+        "not signed in to it before (or whose record had expired).",
+    ),
+    "second_factor_replayed": (
+        "A used {product} sign-in code was entered again",
+        "Someone entered the correct password of your {product} account and "
+        "then a sign-in code that had already been used. The code was rejected. "
+        "If you signed in twice within a minute, for example in two browsers, "
+        "this was you. Otherwise someone knows your password and has seen one "
+        "of your codes: change your password now.",
+    ),
 }
+# Notices that name the browser (job param "browser") and the time.
+BROWSER_NOTICES = ("browser_remembered", "new_browser")
 
 
 def _paragraph(text: str) -> str:
@@ -165,11 +190,21 @@ def _notice_mail(job: MailJob, product: str) -> tuple[str, list[str]]:
     if event not in NOTICES:
         raise PermanentDeliveryError(f"notice job has unknown event {event!r}")
     subject, text = NOTICES[event]
-    body = [
-        _paragraph(text.format(product=product)),
-        _paragraph("If this was not you, tell your administrator at once."),
-    ]
+    body = [_paragraph(text.format(product=product))]
+    if event in BROWSER_NOTICES:
+        body.append(_browser_details(job))
+    body.append(_paragraph("If this was not you, tell your administrator at once."))
     return subject.format(product=product), body
+
+
+def _browser_details(job: MailJob) -> str:
+    # The time is when the service queued the job, not when the mail goes out.
+    moment = datetime.fromtimestamp(job.created_at, UTC).strftime("%Y-%m-%d %H:%M")
+    browser = job.params.get("browser")
+    if not isinstance(browser, str):
+        browser = ""
+    browser = _CONTROL_CHARACTERS.sub("", browser).strip()[:60] or "unknown browser"
+    return f"Time: {moment} UTC\nBrowser: {browser}"
 
 
 RENDERERS = {

@@ -18,10 +18,15 @@ from gatehouse.common.config import (
     env_str,
     load_settings,
 )
+from gatehouse.common.mail import MailJobCipher
 
 ENCRYPTION_METHODS = ("pgp", "smime")
 FALLBACK_POLICIES = ("plain", "dead-letter")
 DEFAULT_RETRY_DELAYS = [10, 30, 120, 600, 1800]
+# SMTP_TLS values: STARTTLS on the submission port, TLS from the first byte
+# ("Implicit TLS" on port 465, RFC 8314 section 3.3), or plain text for a
+# trusted local relay.
+SMTP_TLS_MODES = ("starttls", "implicit", "off")
 
 
 @dataclass(frozen=True)
@@ -35,7 +40,8 @@ class MailerSettings:
     smtp_port: int = 25
     smtp_username: str | None = None
     smtp_password: str | None = field(default=None, repr=False)
-    smtp_starttls: bool = False
+    smtp_tls: str = "off"
+    smtp_ca_file: Path | None = None
     smtp_timeout: float = 20.0
     pgp_enabled: bool = True
     smime_enabled: bool = True
@@ -107,25 +113,62 @@ def _mail_from() -> str:
     return value
 
 
+def _smtp_tls(common: Settings) -> str:
+    if os.environ.get("SMTP_STARTTLS"):
+        raise ConfigError(
+            "SMTP_STARTTLS is no longer read; set SMTP_TLS to starttls, implicit "
+            "or off instead"
+        )
+    default = "off" if common.development else "starttls"
+    mode = env_str("SMTP_TLS", default).strip().lower()
+    if mode not in SMTP_TLS_MODES:
+        raise ConfigError(
+            f"SMTP_TLS={mode!r} is invalid; use {', '.join(SMTP_TLS_MODES)}"
+        )
+    return mode
+
+
+def _smtp_ca_file() -> Path | None:
+    raw = os.environ.get("SMTP_CA_FILE") or None
+    if raw is None:
+        return None
+    path = Path(raw)
+    if not path.is_file() or not os.access(path, os.R_OK):
+        raise ConfigError(
+            f"SMTP_CA_FILE={raw!r} is not a readable file; set it to the PEM file of "
+            "the CA that signed the SMTP server's certificate"
+        )
+    return path
+
+
 def load_mailer_settings(common: Settings | None = None) -> MailerSettings:
     """Read the mailer's settings; raise ConfigError naming an invalid variable."""
     common = common or load_settings()
+    # The property raises ConfigError in production without AMQP_URL, so the
+    # mailer stops at start instead of retrying a broker it may never reach.
+    _ = common.amqp_url
     fallback = env_str("GATEHOUSE_ENCRYPTION_FALLBACK", "plain")
     if fallback not in FALLBACK_POLICIES:
         raise ConfigError(
             f"GATEHOUSE_ENCRYPTION_FALLBACK={fallback!r} is invalid; "
             "use plain or dead-letter"
         )
+    # Check the keys now, so a bad value stops the mailer at start and not at
+    # the first job.
+    MailJobCipher(common.mail_job_keys)
+    smtp_tls = _smtp_tls(common)
+    default_port = 465 if smtp_tls == "implicit" else 25
     default_name = f"gatehouse-mailer {socket.gethostname()} pid {os.getpid()}"
     return MailerSettings(
         common=common,
         mail_from=_mail_from(),
         product_name=env_str("MAIL_PRODUCT_NAME", "gatehouse"),
         smtp_host=os.environ.get("SMTP_HOST") or None,
-        smtp_port=env_int("SMTP_PORT", 25, 1, 65535),
+        smtp_port=env_int("SMTP_PORT", default_port, 1, 65535),
         smtp_username=os.environ.get("SMTP_USERNAME") or None,
         smtp_password=os.environ.get("SMTP_PASSWORD") or None,
-        smtp_starttls=env_bool("SMTP_STARTTLS", False),
+        smtp_tls=smtp_tls,
+        smtp_ca_file=_smtp_ca_file(),
         smtp_timeout=float(env_int("SMTP_TIMEOUT", 20, 1, 600)),
         pgp_enabled=env_bool("GATEHOUSE_PGP_ENABLED", True),
         smime_enabled=env_bool("GATEHOUSE_SMIME_ENABLED", True),

@@ -308,11 +308,22 @@ def main(argv: list[str] | None = None) -> int:
         extra={
             "pid": os.getpid(),
             "delivery": "smtp" if settings.smtp_host else "mailbox",
+            "smtp_tls": settings.smtp_tls,
             "pgp": settings.pgp_enabled,
             "smime": settings.smime_enabled,
             "retry_delays": list(settings.retry_delays),
         },
     )
+    if (
+        settings.smtp_host
+        and settings.smtp_tls == "off"
+        and not settings.common.development
+    ):
+        # SMTP_TLS=off is the opt-out for a relay on the same host or network.
+        log.warning(
+            "mailer.smtp_plain_text",
+            extra={"smtp_host": settings.smtp_host, "smtp_port": settings.smtp_port},
+        )
     code = consumer.run()
     log.info("mailer.stopped", extra={"pid": os.getpid()})
     return code

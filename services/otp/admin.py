@@ -9,6 +9,7 @@ from gatehouse.common.redis_store import connect
 
 from .app import build_service
 from .config import load_otp_config
+from .migrations import upgrade_database
 from .models import make_engine
 
 
@@ -17,10 +18,15 @@ def reset_factor(agent_id: int) -> bool:
     and remembered devices; return False if the agent had no factor."""
     settings = load_settings()
     config = load_otp_config(settings.data_dir)
+    # Idempotent, as for identity in agentctl: an operator may run this before
+    # the otp service has ever started on a new database.
+    upgrade_database(config.database_url)
     engine = make_engine(config.database_url)
     redis_client = connect(settings.redis_url)
     # No mail is sent here, so the publisher never opens a connection.
-    publisher = MailPublisher(settings.amqp_url, settings.amqp_prefix)
+    publisher = MailPublisher(
+        settings.amqp_url, settings.amqp_prefix, settings.mail_job_keys
+    )
     try:
         service = build_service(settings, config, redis_client, engine, publisher)
         return service.delete_factor(agent_id)

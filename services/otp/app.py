@@ -10,7 +10,12 @@ import logging
 
 from flask import Flask
 from gatehouse.common.config import load_settings
-from gatehouse.common.internal import install_service_auth
+from gatehouse.common.internal import (
+    NONCE_KEY_PREFIX,
+    RedisNonceStore,
+    RoutePolicy,
+    install_service_auth,
+)
 from gatehouse.common.logs import configure_logging
 from gatehouse.common.mail import MailPublisher
 from gatehouse.common.ratelimit import FailureThrottle
@@ -25,12 +30,18 @@ from .enrollments import RedisPendingEnrollments
 from .factors import SqlFactorRepository
 from .keys import derive_key, secret_cipher
 from .models import make_engine
-from .recovery import SqlRecoveryCodeStore
+from .recovery import SqlRecoveryCodeStore, recovery_keys
 from .replay import RedisReplayGuard
 from .service import OtpService, OtpStores
 from .views import blueprint
+from .webauthn_store import RedisChallengeStore, SqlWebAuthnCredentialStore
+from .webauthn_views import blueprint as webauthn_blueprint
 
 log = logging.getLogger(__name__)
+
+# Routes not listed accept only the gateway. Identity reads an agent's factor to
+# decide whether a notice mail goes out encrypted.
+ROUTE_POLICY = RoutePolicy(callers={"otp.get_factor": {"gateway", "identity"}})
 
 
 def build_service(
@@ -42,7 +53,7 @@ def build_service(
     stores = OtpStores(
         factors=SqlFactorRepository(engine, cipher),
         recovery=SqlRecoveryCodeStore(
-            engine, derive_key(settings.secret_key, "gatehouse.otp.recovery-code")
+            engine, recovery_keys(settings.secret_key, settings.secret_key_fallbacks)
         ),
         tokens=RedisEmailTokenStore(
             redis_client,
@@ -58,6 +69,12 @@ def build_service(
             redis_client, prefix, settings.secret_key, config.device_ttl
         ),
         throttle=FailureThrottle(redis_client, key_prefix=f"{prefix}throttle:"),
+        challenges=RedisChallengeStore(
+            redis_client, prefix, config.webauthn_challenge_ttl
+        ),
+        credentials=SqlWebAuthnCredentialStore(
+            engine, derive_key(settings.secret_key, "gatehouse.otp.webauthn-user")
+        ),
     )
     return OtpService(config, stores, publisher, cipher, settings.log_hash_key)
 
@@ -73,21 +90,34 @@ def create_app(test_config: dict | None = None) -> Flask:
     config = load_otp_config(settings.data_dir, test_config)
 
     app = Flask(__name__)
-    app.config.from_mapping(TESTING=False, JSON_SORT_KEYS=False)
+    # The largest request is a WebAuthn registration of at most 32 KiB; the limit
+    # matches identity's and the gateway's.
+    app.config.from_mapping(
+        TESTING=False, JSON_SORT_KEYS=False, MAX_CONTENT_LENGTH=64 * 1024
+    )
     app.config.update({k: v for k, v in test_config.items() if k.isupper()})
     if not app.testing:
         configure_logging("otp", settings.log_format)
 
     redis_client = connect(settings.redis_url)
     engine = make_engine(config.database_url)
-    publisher = MailPublisher(settings.amqp_url, settings.amqp_prefix)
+    publisher = MailPublisher(
+        settings.amqp_url, settings.amqp_prefix, settings.mail_job_keys
+    )
     app.extensions["otp"] = build_service(
         settings, config, redis_client, engine, publisher
     )
 
-    install_service_auth(app, settings.service_token)
+    install_service_auth(
+        app,
+        "otp",
+        settings.service_public_keys(),
+        ROUTE_POLICY,
+        RedisNonceStore(redis_client, settings.redis_prefix + NONCE_KEY_PREFIX),
+    )
     install_json_errors(app)
     app.register_blueprint(blueprint)
+    app.register_blueprint(webauthn_blueprint)
 
     def check_database() -> None:
         with engine.connect() as connection:

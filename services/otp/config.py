@@ -28,6 +28,8 @@ INTEGER_VARIABLES: dict[str, tuple[int, int, int]] = {
     "OTP_THROTTLE_IP_WINDOW": (300, 1, 86400),
     "OTP_THROTTLE_GLOBAL_MAX": (2000, 1, 1_000_000),
     "OTP_THROTTLE_GLOBAL_WINDOW": (60, 1, 86400),
+    "OTP_WEBAUTHN_CHALLENGE_TTL": (300, 30, 1800),
+    "OTP_WEBAUTHN_MAX_KEYS": (10, 1, 100),
 }
 
 
@@ -58,6 +60,8 @@ class OtpConfig:
     database_url: str
     throttle: ThrottleLimits
     throttle_exempt_agents: frozenset[int]
+    webauthn_challenge_ttl: int
+    webauthn_max_keys: int
 
 
 def default_database_url(data_dir: Path) -> str:
@@ -129,6 +133,8 @@ def build_config(values: dict) -> OtpConfig:
             global_window=values["OTP_THROTTLE_GLOBAL_WINDOW"],
         ),
         throttle_exempt_agents=_exempt_agents(values["OTP_THROTTLE_EXEMPT_AGENTS"]),
+        webauthn_challenge_ttl=values["OTP_WEBAUTHN_CHALLENGE_TTL"],
+        webauthn_max_keys=values["OTP_WEBAUTHN_MAX_KEYS"],
     )
 
 

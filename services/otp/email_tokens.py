@@ -4,7 +4,9 @@ Per agent and purpose (login or enrollment) there is at most one live token. Iss
 a new one replaces the old, so only the code in the newest mail works. A marker
 outlives each token by ``MARKER_TTL_MS``, so a late submission is classified:
 "expired" when a token was issued and ran out, "invalid" when none was issued or
-the code is wrong. Every change is one Lua script, so replicas cannot interleave.
+the code is wrong. The hash of the last accepted token is kept for
+``MARKER_TTL_MS`` too, so entering it again is reported as a replay. Every change
+is one Lua script, so replicas cannot interleave.
 """
 
 from __future__ import annotations
@@ -14,7 +16,13 @@ import secrets
 
 import redis
 
-from .interfaces import InvalidToken, ResendTooSoon, TokenExpired, TooManyAttempts
+from .interfaces import (
+    InvalidToken,
+    ReplayedToken,
+    ResendTooSoon,
+    TokenExpired,
+    TooManyAttempts,
+)
 from .keys import keyed_hash
 
 log = logging.getLogger(__name__)
@@ -73,12 +81,16 @@ redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[2]) + tonumber(ARGV[3]))
 return 1
 """
 
-# KEYS: token, marker, superseded hashes, cooldown. ARGV: hash, max attempts.
+# KEYS: token, marker, superseded hashes, cooldown, last accepted hash.
+# ARGV: hash, max attempts, marker ttl ms.
 # Both sides of the comparison are HMAC outputs under a server key, so the time a
-# plain string comparison takes reveals nothing about the code.
+# plain string comparison takes reveals nothing about the code. A wrong code
+# counts as a try even when it is the replay of an accepted one.
 _VERIFY = """
 local stored = redis.call('HGET', KEYS[1], 'h')
+local replayed = redis.call('GET', KEYS[5]) == ARGV[1]
 if not stored then
+  if replayed then return 'replayed' end
   local state = redis.call('HGET', KEYS[2], 'state')
   if state == 'exhausted' then return 'exhausted' end
   if state == 'issued' then return 'expired' end
@@ -86,6 +98,7 @@ if not stored then
 end
 if stored == ARGV[1] then
   redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+  redis.call('SET', KEYS[5], ARGV[1], 'PX', ARGV[3])
   return 'ok'
 end
 local tries = redis.call('HINCRBY', KEYS[1], 'tries', 1)
@@ -93,6 +106,9 @@ if tries >= tonumber(ARGV[2]) then
   redis.call('DEL', KEYS[1])
   redis.call('HSET', KEYS[2], 'state', 'exhausted')
   return 'exhausted'
+end
+if replayed then
+  return 'replayed'
 end
 if redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 1 then
   return 'superseded'
@@ -137,6 +153,7 @@ class RedisEmailTokenStore:
             f"{base}marker:{suffix}",
             f"{base}superseded:{suffix}",
             f"{base}cooldown:{suffix}",
+            f"{base}accepted:{suffix}",
         ]
 
     def _send_log(self, agent_id: int) -> str:
@@ -161,7 +178,7 @@ class RedisEmailTokenStore:
         self._release(keys=[cooldown_key, self._send_log(agent_id)], args=[reservation])
 
     def store(self, agent_id: int, purpose: str, code: str, ttl_ms: int) -> None:
-        token_key, marker_key, superseded_key, _cooldown = self._keys(agent_id, purpose)
+        token_key, marker_key, superseded_key, *_ = self._keys(agent_id, purpose)
         self._store(
             keys=[token_key, marker_key, superseded_key],
             args=[self._hash(agent_id, purpose, code), max(1, ttl_ms), MARKER_TTL_MS],
@@ -170,7 +187,11 @@ class RedisEmailTokenStore:
     def verify(self, agent_id: int, purpose: str, code: str) -> None:
         outcome = self._verify(
             keys=self._keys(agent_id, purpose),
-            args=[self._hash(agent_id, purpose, code), self._max_attempts],
+            args=[
+                self._hash(agent_id, purpose, code),
+                self._max_attempts,
+                MARKER_TTL_MS,
+            ],
         )
         outcome = outcome.decode() if isinstance(outcome, bytes) else outcome
         if outcome == "ok":
@@ -179,6 +200,8 @@ class RedisEmailTokenStore:
             raise TokenExpired()
         if outcome == "exhausted":
             raise TooManyAttempts()
+        if outcome == "replayed":
+            raise ReplayedToken("This code was already used. Request a new code.")
         if outcome == "superseded":
             raise InvalidToken(
                 "This code was replaced by a newer one. Only the code in the "
@@ -189,5 +212,6 @@ class RedisEmailTokenStore:
     def discard(self, agent_id: int) -> None:
         keys = []
         for purpose in PURPOSES:
-            keys += self._keys(agent_id, purpose)[:3]
+            key_names = self._keys(agent_id, purpose)
+            keys += [*key_names[:3], key_names[4]]
         self._client.delete(*keys)

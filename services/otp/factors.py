@@ -9,7 +9,7 @@ from sqlalchemy import Engine, delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from .interfaces import Factor
-from .models import FactorRow, RecoveryCodeRow
+from .models import FactorRow, RecoveryCodeRow, WebAuthnCredentialRow
 
 
 class SecretUndecryptable(RuntimeError):
@@ -45,7 +45,12 @@ class SqlFactorRepository:
             secret=secret,
         )
 
-    def replace(self, factor: Factor, recovery_code_hashes: list[str]) -> None:
+    def replace(
+        self,
+        factor: Factor,
+        recovery_code_rows: list[dict],
+        webauthn_credential: dict | None = None,
+    ) -> None:
         encrypted = None
         if factor.secret is not None:
             # The first key encrypts, so a key rotation reaches each factor at
@@ -58,10 +63,7 @@ class SqlFactorRepository:
             "secret_encrypted": encrypted,
             "created_at": datetime.now(UTC),
         }
-        codes = [
-            {"agent_id": factor.agent_id, "code_hash": value}
-            for value in recovery_code_hashes
-        ]
+        codes = [{"agent_id": factor.agent_id, **row} for row in recovery_code_rows]
         # Two replicas confirming at the same moment may race on the primary key;
         # the loser retries once and its factor wins, as the later confirmation.
         for attempt in (1, 2):
@@ -71,6 +73,10 @@ class SqlFactorRepository:
                     connection.execute(insert(FactorRow), [row])
                     if codes:
                         connection.execute(insert(RecoveryCodeRow), codes)
+                    if webauthn_credential is not None:
+                        connection.execute(
+                            insert(WebAuthnCredentialRow), [webauthn_credential]
+                        )
                 return
             except IntegrityError:
                 if attempt == 2:
@@ -78,6 +84,13 @@ class SqlFactorRepository:
 
     @staticmethod
     def _delete_rows(connection, agent_id: int) -> int:
+        # Security keys belong to the webauthn factor, so any new factor or a
+        # reset removes them with it.
+        connection.execute(
+            delete(WebAuthnCredentialRow).where(
+                WebAuthnCredentialRow.agent_id == agent_id
+            )
+        )
         connection.execute(
             delete(RecoveryCodeRow).where(RecoveryCodeRow.agent_id == agent_id)
         )

@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from cryptography.fernet import Fernet, MultiFernet
-from gatehouse.common.config import ConfigError
+from cryptography.fernet import MultiFernet
+from gatehouse.common.config import multi_fernet
 
 
 def derive_key(secret_key: str, label: str) -> bytes:
@@ -21,15 +21,8 @@ def keyed_hash(key: bytes, value: str) -> str:
 
 def secret_cipher(otp_keys: list[str]) -> MultiFernet:
     """Return the cipher for TOTP secrets: the first key encrypts, all decrypt."""
-    fernets = []
-    for position, key in enumerate(otp_keys, start=1):
-        try:
-            fernets.append(Fernet(key.strip()))
-        except ValueError:
-            raise ConfigError(
-                f"GATEHOUSE_OTP_KEYS entry {position} is not a Fernet key; create "
-                "one with cryptography.fernet.Fernet.generate_key()"
-            ) from None
-    if not fernets:
-        raise ConfigError("GATEHOUSE_OTP_KEYS contains no key")
-    return MultiFernet(fernets)
+    return multi_fernet(
+        "GATEHOUSE_OTP_KEYS",
+        otp_keys,
+        "create a comma list of keys with cryptography.fernet.Fernet.generate_key()",
+    )

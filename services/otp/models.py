@@ -1,4 +1,5 @@
-"""Tables of the OTP service: one factor per agent and its recovery codes."""
+"""Tables of the OTP service: one factor per agent, its recovery codes and, for the
+webauthn method, the agent's security keys."""
 
 from __future__ import annotations
 
@@ -6,11 +7,13 @@ from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     DateTime,
     Engine,
     ForeignKey,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -48,7 +51,38 @@ class RecoveryCodeRow(Base):
     )
     # Hex HMAC-SHA256 of the normalized code; the code itself is never stored.
     code_hash: Mapped[str] = mapped_column(String(64))
+    # Hex random salt of the code and the id of the HMAC key; both are NULL in
+    # rows written before per-code salts, which hash only agent id and code.
+    salt: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    key_id: Mapped[str | None] = mapped_column(String(16), nullable=True)
     used_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
+
+
+class WebAuthnCredentialRow(Base):
+    """A registered WebAuthn credential (security key or passkey) of an agent.
+
+    There is no foreign key to ``otp_factors``: the factor repository deletes an
+    agent's credentials together with its factor row, in one transaction.
+    """
+
+    __tablename__ = "otp_webauthn_credentials"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    agent_id: Mapped[int] = mapped_column(Integer, index=True)
+    # base64url without padding. WebAuthn Level 3 limits a credential id to 1023
+    # bytes (1364 characters), and registration rejects longer ones.
+    credential_id: Mapped[str] = mapped_column(String(1400), unique=True)
+    # COSE_Key bytes as the authenticator sent them at registration.
+    public_key: Mapped[bytes] = mapped_column(LargeBinary)
+    # An unsigned 32-bit counter, which does not fit PostgreSQL's INTEGER.
+    sign_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Comma-separated AuthenticatorTransport values, for example "usb,nfc".
+    transports: Mapped[str] = mapped_column(String(200), default="")
+    name: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_used_at: Mapped[datetime | None] = mapped_column(
         DateTime(timezone=True), nullable=True
     )
 

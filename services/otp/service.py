@@ -28,6 +28,7 @@ from .factors import SqlFactorRepository
 from .interfaces import (
     METHOD_APP,
     METHOD_EMAIL,
+    METHOD_WEBAUTHN,
     PURPOSE_ENROLLMENT,
     PURPOSE_LOGIN,
     Factor,
@@ -36,10 +37,13 @@ from .interfaces import (
     MalformedCode,
     NoFactor,
     OtpError,
+    ReplayedToken,
     VerificationResult,
 )
 from .recovery import SqlRecoveryCodeStore, normalize_recovery_code
 from .replay import RedisReplayGuard
+from .security_keys import SecurityKeyCeremonies
+from .webauthn_store import RedisChallengeStore, SqlWebAuthnCredentialStore
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +52,7 @@ T = TypeVar("T")
 REPLAYED_CODE_MESSAGE = (
     "This code was already used. Wait for the next code in your authenticator app."
 )
+SECURITY_KEY_ONLY_MESSAGE = "Use your security key, or enter a recovery code."
 
 
 @dataclass
@@ -59,9 +64,11 @@ class OtpStores:
     replay: RedisReplayGuard
     devices: RedisDeviceStore
     throttle: FailureThrottle
+    challenges: RedisChallengeStore
+    credentials: SqlWebAuthnCredentialStore
 
 
-class OtpService:
+class OtpService(SecurityKeyCeremonies):
     def __init__(
         self,
         config: OtpConfig,
@@ -127,7 +134,11 @@ class OtpService:
                 # count against the person's tries.
                 log.info("otp.malformed_code", extra=fields)
                 raise
-            log.warning("otp.verify_failed", extra={**fields, "reason": error.code})
+            # A replay has its own event, because it shows that someone has a code
+            # that was already accepted, which a wrong guess does not.
+            replayed = isinstance(error, ReplayedToken)
+            event = "otp.code_replayed" if replayed else "otp.verify_failed"
+            log.warning(event, extra={**fields, "reason": error.code})
             try:
                 self.stores.throttle.record_failure(limits)
             except Throttled as throttled:
@@ -169,9 +180,11 @@ class OtpService:
         log.info("otp.factor_deleted", extra={"agent_id": agent_id, "existed": existed})
         return existed
 
-    def _install_factor(self, factor: Factor) -> list[str]:
-        codes, hashes = self.stores.recovery.new_set(factor.agent_id)
-        self.stores.factors.replace(factor, hashes)
+    def _install_factor(
+        self, factor: Factor, webauthn_credential: dict | None = None
+    ) -> list[str]:
+        codes, rows = self.stores.recovery.new_set(factor.agent_id)
+        self.stores.factors.replace(factor, rows, webauthn_credential)
         # A new factor ends the trust placed in browsers under the old one.
         self.stores.devices.revoke_all(factor.agent_id)
         self.stores.tokens.discard(factor.agent_id)
@@ -335,6 +348,10 @@ class OtpService:
                 )
                 return VerificationResult(factor.method, True, left)
 
+            if factor.method == METHOD_WEBAUTHN:
+                # verify_webauthn checks security keys. On this path only a
+                # recovery code can replace the key.
+                raise MalformedCode(SECURITY_KEY_ONLY_MESSAGE)
             if factor.method == METHOD_EMAIL:
                 self.stores.tokens.verify(
                     agent_id, PURPOSE_LOGIN, self._email_code(token)
@@ -342,7 +359,7 @@ class OtpService:
             else:
                 step = self._matching_step(factor.secret or "", token)
                 if not self.stores.replay.accept(agent_id, step):
-                    raise InvalidToken(REPLAYED_CODE_MESSAGE)
+                    raise ReplayedToken(REPLAYED_CODE_MESSAGE)
             return VerificationResult(factor.method, False)
 
         result = self._throttled(agent_id, client_ip, "verification", attempt)

@@ -12,13 +12,18 @@ from gatehouse.common.ratelimit import Throttled
 from gatehouse.common.web import error_response
 
 from .interfaces import (
+    ChallengeExpired,
+    CredentialNotFound,
+    DuplicateCredential,
     InvalidToken,
+    LastCredential,
     MailUnavailable,
     NoFactor,
     OtpError,
     ResendTooSoon,
     TokenExpired,
     TooManyAttempts,
+    TooManyCredentials,
 )
 from .service import OtpService, encryption_method
 
@@ -34,7 +39,14 @@ STATUS_BY_ERROR = {
     NoFactor: 409,
     ResendTooSoon: 429,
     MailUnavailable: 503,
+    ChallengeExpired: 400,
+    CredentialNotFound: 404,
+    LastCredential: 409,
+    TooManyCredentials: 409,
+    DuplicateCredential: 409,
 }
+# A browser description such as "Firefox on Linux", not a raw User-Agent header.
+MAX_BROWSER_LENGTH = 60
 NEWEST_CODE_NOTE = "Only the code in the newest mail works."
 
 
@@ -50,7 +62,12 @@ def service() -> OtpService:
 
 
 def _body() -> dict:
-    data = request.get_json(silent=True)
+    try:
+        data = request.get_json(silent=True)
+    except RecursionError as error:
+        # silent=True covers ValueError only, and JSON nested deeper than the
+        # recursion limit raises RecursionError.
+        raise InvalidRequest("the request body is nested too deeply") from error
     if not isinstance(data, dict):
         raise InvalidRequest("the request body must be a JSON object")
     return data
@@ -91,6 +108,10 @@ def _text(
         raise InvalidRequest(f"{name} is longer than {max_length} characters")
     if any(ord(character) < 32 or ord(character) == 127 for character in value):
         raise InvalidRequest(f"{name} contains control characters")
+    if any(0xD800 <= ord(character) <= 0xDFFF for character in value):
+        # JSON may escape a lone surrogate ("\ud800"), which no database, Redis key
+        # or log line can encode as UTF-8.
+        raise InvalidRequest(f"{name} contains a lone surrogate, which is not text")
     return value
 
 
@@ -254,11 +275,31 @@ def verify():
 
 @blueprint.post("/v1/devices")
 def remember_device():
-    agent_id = _check_agent_id(_body().get("agent_id"))
+    data = _body()
+    agent_id = _check_agent_id(data.get("agent_id"))
+    browser = _text(
+        data, "browser", MAX_BROWSER_LENGTH, required=False, allow_empty=True
+    )
     devices = service().stores.devices
     return jsonify(
-        device_token=devices.remember(agent_id), max_age=devices.ttl_seconds
+        device_token=devices.remember(agent_id, browser), max_age=devices.ttl_seconds
     ), 201
+
+
+@blueprint.get("/v1/devices/<int:agent_id>")
+def list_devices(agent_id: int):
+    return jsonify(
+        devices=service().stores.devices.list_devices(_check_agent_id(agent_id))
+    )
+
+
+@blueprint.delete("/v1/devices/<int:agent_id>/<handle>")
+def revoke_device(agent_id: int, handle: str):
+    agent_id = _check_agent_id(agent_id)
+    if len(handle) > 64 or not service().stores.devices.revoke(agent_id, handle):
+        return error_response(404, "not_found", "No remembered device has this handle.")
+    log.info("otp.device_revoked", extra={"agent_id": agent_id})
+    return "", 204
 
 
 @blueprint.post("/v1/devices/check")

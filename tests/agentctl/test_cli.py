@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
 import redis
 from argon2 import PasswordHasher
 from gatehouse.common.ratelimit import FailureThrottle, Limit
 from gatehouse.identity.throttling import LOGIN_THROTTLE_PREFIX, login_throttle_key
 
 ADD = ("agent", "add")
+VENV_PYTHON = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "python"
 
 
 def add_alice(agentctl, *extra, login="alice", email="alice@example.com", stdin=None):
@@ -112,8 +118,10 @@ def test_missing_argument_is_one_line(agentctl):
 
 
 def test_unknown_login_errors(agentctl):
-    for command in ("unlock", "reset-2fa"):
-        _assert_one_line_error(agentctl("agent", command, "nobody"), "nobody")
+    _assert_one_line_error(agentctl("agent", "unlock", "nobody"), "nobody")
+    _assert_one_line_error(
+        agentctl("agent", "reset-2fa", "nobody", "--evidence", "ticket 1"), "nobody"
+    )
 
 
 def test_unlock_clears_throttle_keys(agentctl, cli_env):
@@ -148,3 +156,172 @@ def test_help_describes_commands(agentctl):
         assert word in result.stdout
     add_help = agentctl(*ADD, "--help")
     assert "--password-stdin" in add_help.stdout
+
+
+def query_identity(cli_env, sql, **parameters):
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(
+        f"sqlite:///{cli_env['GATEHOUSE_DATA_DIR']}/identity.sqlite3"
+    )
+    with engine.connect() as connection:
+        rows = connection.execute(text(sql), parameters).all()
+    engine.dispose()
+    return rows
+
+
+def test_add_sets_initial_password_expiry(agentctl, cli_env):
+    cli_env["IDENTITY_INITIAL_PASSWORD_TTL"] = "3600"
+    before = datetime.now(UTC).replace(tzinfo=None)
+    result = add_alice(agentctl)
+    assert result.returncode == 0, result.stderr
+
+    assert "the initial password expires at" in result.stdout
+    [(expires_at, reason)] = query_identity(
+        cli_env,
+        "SELECT initial_password_expires_at, password_change_reason FROM agents",
+    )
+    expires_at = datetime.fromisoformat(str(expires_at))
+    assert reason == "initial"
+    assert before + timedelta(seconds=3590) < expires_at
+    assert expires_at < before + timedelta(seconds=3700)
+
+
+def test_reset_2fa_rejects_bad_evidence(agentctl):
+    assert add_alice(agentctl).returncode == 0
+
+    for blank in ("", "   ", "\t \n"):
+        result = agentctl("agent", "reset-2fa", "alice", "--evidence", blank)
+        _assert_one_line_error(result, "--evidence is empty")
+    too_long = agentctl("agent", "reset-2fa", "alice", "--evidence", "x" * 501)
+    _assert_one_line_error(too_long, "longer than 500")
+
+
+def test_reset_2fa_rejects_blank_evidence_before_change(agentctl, cli_env):
+    assert add_alice(agentctl, "--password", "a given password 123").returncode == 0
+    old_hash, _ = stored_hash(cli_env, "alice")
+
+    agentctl("agent", "reset-2fa", "alice", "--evidence", "  ", "--new-password")
+
+    assert stored_hash(cli_env, "alice")[0] == old_hash
+
+
+def test_reset_2fa_strict_mode_requires_proofing(agentctl, cli_env):
+    assert add_alice(agentctl, "--password", "a given password 123").returncode == 0
+    old_hash, _ = stored_hash(cli_env, "alice")
+    cli_env["IDENTITY_RESET_2FA_REQUIRES_PROOFING"] = "true"
+
+    plain = agentctl("agent", "reset-2fa", "alice")
+    _assert_one_line_error(plain, '--evidence "TEXT" and --new-password')
+    no_password = agentctl("agent", "reset-2fa", "alice", "--evidence", "ticket 9")
+    _assert_one_line_error(no_password, "add --new-password")
+    assert stored_hash(cli_env, "alice")[0] == old_hash
+
+    strict = agentctl(
+        "agent", "reset-2fa", "alice", "--evidence", "ticket 9", "--new-password"
+    )
+    assert strict.returncode == 0, strict.stderr
+    assert stored_hash(cli_env, "alice")[0] != old_hash
+
+
+def migrate_databases(cli_env):
+    """Upgrade both databases, as a deployment does before agentctl runs."""
+    subprocess.run(
+        [str(VENV_PYTHON), "-m", "gatehouse.common.stack", "migrate"],
+        env=cli_env,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+
+
+def test_reset_2fa_issues_new_initial_password(agentctl, cli_env):
+    migrate_databases(cli_env)
+    old_password = "a given password 123"
+    assert add_alice(agentctl, "--password", old_password).returncode == 0
+
+    result = agentctl(
+        "agent",
+        "reset-2fa",
+        "ALICE",
+        "--evidence",
+        " ticket 4411,  video call ",
+        "--new-password",
+    )
+
+    assert result.returncode == 0, result.stderr
+    new_password = result.stdout.splitlines()[-1]
+    assert len(new_password) >= 16
+    assert "initial password (shown once" in result.stdout
+    password_hash, must_change = stored_hash(cli_env, "alice")
+    assert PasswordHasher().verify(password_hash, new_password)
+    assert must_change
+    [(reason, expires_at)] = query_identity(
+        cli_env,
+        "SELECT password_change_reason, initial_password_expires_at FROM agents",
+    )
+    assert reason == "initial"
+    assert expires_at is not None
+
+
+def test_reset_2fa_audits_evidence_and_queues_notice(agentctl, cli_env):
+    migrate_databases(cli_env)
+    assert add_alice(agentctl).returncode == 0
+
+    result = agentctl(
+        "agent",
+        "reset-2fa",
+        "alice",
+        "--evidence",
+        "ticket 4411, badge shown",
+        "--new-password",
+    )
+
+    assert result.returncode == 0, result.stderr
+    [(event, detail)] = query_identity(
+        cli_env,
+        "SELECT event, detail FROM audit_events "
+        "WHERE event = 'second_factor_reset_by_operator'",
+    )
+    detail = json.loads(detail)
+    assert detail["evidence"] == "ticket 4411, badge shown"
+    assert detail["password_replaced"] is True
+    assert detail["factor_removed"] is False
+    [(kind, payload)] = query_identity(cli_env, "SELECT kind, payload FROM mail_outbox")
+    assert kind == "notice"
+    assert json.loads(payload) == {"params": {"event": "password_changed"}}
+
+
+def test_reset_2fa_plain_form_keeps_password(agentctl, cli_env):
+    migrate_databases(cli_env)
+    assert add_alice(agentctl, "--password", "a given password 123").returncode == 0
+    old_hash, _ = stored_hash(cli_env, "alice")
+
+    result = agentctl("agent", "reset-2fa", "alice")
+
+    assert result.returncode == 0, result.stderr
+    assert "sets up a second factor at the next login" in result.stdout
+    assert stored_hash(cli_env, "alice")[0] == old_hash
+    [(detail,)] = query_identity(
+        cli_env,
+        "SELECT detail FROM audit_events "
+        "WHERE event = 'second_factor_reset_by_operator'",
+    )
+    detail = json.loads(detail)
+    assert detail["evidence"] is None
+    assert detail["password_replaced"] is False
+    [(payload,)] = query_identity(cli_env, "SELECT payload FROM mail_outbox")
+    assert json.loads(payload) == {"params": {"event": "factor_removed"}}
+
+
+def test_reset_2fa_rejects_undecodable_evidence(agentctl, cli_env):
+    assert add_alice(agentctl, "--password", "a given password 123").returncode == 0
+    old_hash, _ = stored_hash(cli_env, "alice")
+    # "\udcff" reaches the child as the byte 0xff, which is not UTF-8, and Python
+    # decodes it back to a lone surrogate there.
+    result = agentctl(
+        "agent", "reset-2fa", "alice", "--evidence", "ticket \udcff", "--new-password"
+    )
+
+    _assert_one_line_error(result, "--evidence is not valid UTF-8")
+    assert stored_hash(cli_env, "alice")[0] == old_hash

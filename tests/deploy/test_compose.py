@@ -157,6 +157,28 @@ def test_compose_broker_password_only_where_needed(compose):
         assert "AMQP_URL" not in services[name]["environment"]
 
 
+# Each caller gets only its own private key; only the called services get the
+# callers' public keys.
+SERVICE_KEY_VARIABLES = {
+    "gateway": {"GATEHOUSE_GATEWAY_SIGNING_KEY"},
+    "identity": {"GATEHOUSE_IDENTITY_SIGNING_KEY", "GATEHOUSE_SERVICE_PUBLIC_KEYS"},
+    "otp": {"GATEHOUSE_SERVICE_PUBLIC_KEYS"},
+}
+ALL_SERVICE_KEY_VARIABLES = set().union(*SERVICE_KEY_VARIABLES.values())
+
+
+def test_compose_service_keys_only_where_needed(compose):
+    for name, service in compose["services"].items():
+        present = ALL_SERVICE_KEY_VARIABLES & set(service.get("environment") or {})
+        assert present == SERVICE_KEY_VARIABLES.get(name, set()), name
+
+
+def test_compose_has_no_shared_service_token(compose):
+    for name, service in compose["services"].items():
+        environment = service.get("environment") or {}
+        assert "GATEHOUSE_SERVICE_TOKEN" not in environment, name
+
+
 def test_compose_data_volume_shared(compose):
     for name in ("otp", "mailer", "agentctl"):
         volumes = compose["services"][name]["volumes"]
@@ -219,7 +241,10 @@ def test_env_example_explains_generation(checkout_dir):
     compose_text = (checkout_dir / "docker-compose.yml").read_text()
     for variable in set(REQUIRED_VARIABLE.findall(compose_text)):
         index = next(i for i, line in enumerate(lines) if line == f"{variable}=")
-        assert "openssl rand" in lines[index - 1], f"no generator above {variable}"
+        generators = ("openssl rand", "gatehouse.common.servicekeys generate")
+        assert any(generator in lines[index - 1] for generator in generators), (
+            f"no generator above {variable}"
+        )
 
 
 def test_mailpit_overlay_publishes_loopback(checkout_dir):

@@ -127,6 +127,29 @@ def test_secrets_come_from_secret_refs(kubernetes_documents):
                     assert reference["key"] == item["name"], name
 
 
+# Each caller gets only its own private key; only the called services get the
+# callers' public keys.
+SERVICE_KEY_VARIABLES = {
+    "gatehouse-gateway": {"GATEHOUSE_GATEWAY_SIGNING_KEY"},
+    "gatehouse-identity": {
+        "GATEHOUSE_IDENTITY_SIGNING_KEY",
+        "GATEHOUSE_SERVICE_PUBLIC_KEYS",
+    },
+    "gatehouse-otp": {"GATEHOUSE_SERVICE_PUBLIC_KEYS"},
+}
+
+
+def test_service_keys_only_where_needed(kubernetes_documents):
+    every_key = set().union(*SERVICE_KEY_VARIABLES.values())
+    specs = _pod_specs(kubernetes_documents)
+    assert set(SERVICE_KEY_VARIABLES) <= set(specs)
+    for name, spec in specs.items():
+        for container in spec["containers"]:
+            names = {item["name"] for item in container.get("env", [])}
+            assert names & every_key == SERVICE_KEY_VARIABLES.get(name, set()), name
+            assert "GATEHOUSE_SERVICE_TOKEN" not in names, name
+
+
 def test_pods_name_their_component(kubernetes_documents):
     for _, document in kubernetes_documents:
         if document["kind"] not in ("Deployment", "Job"):

@@ -107,7 +107,6 @@ def test_migrate_runs_as_service_roles(names, tmp_path):
         "GATEHOUSE_ENV": "production",
         "GATEHOUSE_DATA_DIR": str(tmp_path),
         "GATEHOUSE_SECRET_KEY": uuid.uuid4().hex,
-        "GATEHOUSE_SERVICE_TOKEN": uuid.uuid4().hex,
         "GATEHOUSE_OTP_KEYS": Fernet.generate_key().decode(),
         "GATEHOUSE_LOG_HASH_KEY": uuid.uuid4().hex,
         "IDENTITY_DATABASE_URL": (

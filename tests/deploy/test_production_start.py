@@ -20,9 +20,16 @@ from pathlib import Path
 import pytest
 import redis
 from cryptography.fernet import Fernet
+from gatehouse.common.servicekeys import (
+    format_public_key,
+    format_signing_key,
+    generate_signing_key,
+)
 
 CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "gunicorn.conf.py"
 GATEWAY_APP = "gatehouse.gateway.app:create_app()"
+OTP_APP = "gatehouse.otp.app:create_app()"
+IDENTITY_APP = "gatehouse.identity.app:create_app()"
 
 
 def _free_port() -> int:
@@ -39,10 +46,14 @@ def _production_environment(tmp_path: Path, port: int) -> dict[str, str]:
         "GATEHOUSE_ENV": "production",
         "GATEHOUSE_DATA_DIR": str(tmp_path),
         "GATEHOUSE_SECRET_KEY": uuid.uuid4().hex,
-        "GATEHOUSE_SERVICE_TOKEN": uuid.uuid4().hex,
+        "GATEHOUSE_GATEWAY_SIGNING_KEY": format_signing_key(
+            generate_signing_key("gateway")
+        ),
         "GATEHOUSE_OTP_KEYS": Fernet.generate_key().decode(),
         "GATEHOUSE_LOG_HASH_KEY": uuid.uuid4().hex,
+        "GATEHOUSE_MAIL_JOB_KEYS": Fernet.generate_key().decode(),
         "GATEHOUSE_REDIS_PREFIX": f"gatehouse-deploy-test-{uuid.uuid4().hex}:",
+        "REDIS_URL": "redis://127.0.0.1:6379/0",
         "GATEWAY_HOST": "127.0.0.1",
         "GATEWAY_PORT": str(port),
         "IDENTITY_URL": f"http://127.0.0.1:{_free_port()}",
@@ -51,8 +62,10 @@ def _production_environment(tmp_path: Path, port: int) -> dict[str, str]:
     }
 
 
-def _run(environment: dict[str, str], tmp_path: Path) -> subprocess.Popen:
-    command = [sys.executable, "-m", "gunicorn", "--config", str(CONFIG), GATEWAY_APP]
+def _run(
+    environment: dict[str, str], tmp_path: Path, app: str = GATEWAY_APP
+) -> subprocess.Popen:
+    command = [sys.executable, "-m", "gunicorn", "--config", str(CONFIG), app]
     with open(tmp_path / "gateway.log", "w") as log:
         return subprocess.Popen(
             command, env=environment, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path
@@ -99,13 +112,90 @@ def test_gateway_readyz_names_missing(gateway):
     assert "otp" in failed
 
 
-@pytest.mark.parametrize("variable", ["GATEHOUSE_SECRET_KEY", "GATEHOUSE_OTP_KEYS"])
+@pytest.mark.parametrize(
+    "variable",
+    [
+        "GATEHOUSE_SECRET_KEY",
+        "GATEHOUSE_OTP_KEYS",
+        "GATEHOUSE_GATEWAY_SIGNING_KEY",
+        "REDIS_URL",
+    ],
+)
 def test_gateway_requires_secret(tmp_path, variable):
     environment = _production_environment(tmp_path, _free_port())
     del environment[variable]
     process = _run(environment, tmp_path)
     assert process.wait(timeout=30) != 0
     assert f"{variable} is not set" in (tmp_path / "gateway.log").read_text()
+
+
+def test_gateway_rejects_malformed_signing_key(tmp_path):
+    environment = _production_environment(tmp_path, _free_port())
+    environment["GATEHOUSE_GATEWAY_SIGNING_KEY"] = "k1:not-a-key"
+    process = _run(environment, tmp_path)
+    assert process.wait(timeout=30) != 0
+    output = (tmp_path / "gateway.log").read_text()
+    assert "GATEHOUSE_GATEWAY_SIGNING_KEY is invalid" in output
+    assert "not-a-key" not in output
+
+
+def _otp_environment(tmp_path: Path) -> dict[str, str]:
+    environment = _production_environment(tmp_path, _free_port())
+    del environment["GATEHOUSE_GATEWAY_SIGNING_KEY"]
+    gateway_key = generate_signing_key("gateway")
+    environment.update(
+        {
+            "GATEHOUSE_COMPONENT": "otp",
+            "OTP_PORT": str(_free_port()),
+            # Nothing listens there; the OTP app connects to the broker lazily.
+            "AMQP_URL": f"amqp://gatehouse:unused@127.0.0.1:{_free_port()}/%2F",
+            "GATEHOUSE_SERVICE_PUBLIC_KEYS": format_public_key(gateway_key),
+        }
+    )
+    return environment
+
+
+@pytest.mark.parametrize("variable", ["AMQP_URL", "GATEHOUSE_SERVICE_PUBLIC_KEYS"])
+def test_otp_requires_variable(tmp_path, variable):
+    environment = _otp_environment(tmp_path)
+    del environment[variable]
+    process = _run(environment, tmp_path, OTP_APP)
+    assert process.wait(timeout=60) != 0
+    assert f"{variable} is not set" in (tmp_path / "gateway.log").read_text()
+
+
+@pytest.mark.parametrize(
+    "variable", ["GATEHOUSE_IDENTITY_SIGNING_KEY", "GATEHOUSE_SERVICE_PUBLIC_KEYS"]
+)
+def test_identity_requires_key(tmp_path, variable):
+    environment = _otp_environment(tmp_path)
+    environment.update(
+        {
+            "GATEHOUSE_COMPONENT": "identity",
+            "IDENTITY_PORT": str(_free_port()),
+            "GATEHOUSE_IDENTITY_SIGNING_KEY": format_signing_key(
+                generate_signing_key("identity")
+            ),
+        }
+    )
+    del environment[variable]
+    process = _run(environment, tmp_path, IDENTITY_APP)
+    assert process.wait(timeout=60) != 0
+    assert f"{variable} is not set" in (tmp_path / "gateway.log").read_text()
+
+
+def test_otp_starts_with_keys_and_broker_url(tmp_path):
+    environment = _otp_environment(tmp_path)
+    process = _run(environment, tmp_path, OTP_APP)
+    try:
+        status, _ = _get(
+            f"http://127.0.0.1:{environment['OTP_PORT']}/healthz",
+            time.monotonic() + 60,
+        )
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+    assert status == 200
 
 
 def _dockerfile_healthcheck() -> list[str]:
@@ -156,7 +246,8 @@ def test_mailer_healthcheck_reads_heartbeat(compose, tmp_path):
     assert command == ["gatehouse-mailer", "--check"]
     command[0] = str(Path(sys.executable).parent / "gatehouse-mailer")
     environment = _production_environment(tmp_path, _free_port())
-    environment["REDIS_URL"] = "redis://127.0.0.1:6379/0"
+    # compose gives the mailer its broker URL; --check itself never connects.
+    environment["AMQP_URL"] = f"amqp://gatehouse:unused@127.0.0.1:{_free_port()}/%2F"
     alive_key = environment["GATEHOUSE_REDIS_PREFIX"] + "mail:alive"
     client = redis.Redis.from_url(environment["REDIS_URL"])
 
@@ -174,3 +265,15 @@ def test_mailer_healthcheck_reads_heartbeat(compose, tmp_path):
 
     assert silent.returncode == 1, silent.stderr
     assert alive.returncode == 0, alive.stderr
+
+
+def test_mailer_requires_amqp_url(tmp_path):
+    mailer = str(Path(sys.executable).parent / "gatehouse-mailer")
+    environment = _production_environment(tmp_path, _free_port())
+
+    result = subprocess.run(
+        [mailer], env=environment, capture_output=True, text=True, timeout=60
+    )
+
+    assert result.returncode == 2
+    assert "AMQP_URL is not set" in result.stderr

@@ -37,6 +37,8 @@ def test_first_login_app_setup_and_second_login(e2e_stack, chromium, tmp_path):
 
     assert _page_name(page) == "password-change"
     new_password = page.get_by_label("New password", exact=True)
+    # The meter is added by password.js, which may run after the click returns.
+    page.locator("#new_password-strength").wait_for()
     new_password.fill("short")
     assert page.locator("#new_password-strength").get_attribute("value") == "1"
     page.get_by_role("button", name="Show").first.click()

@@ -18,11 +18,13 @@ def _inner_token(inner: bytes) -> str:
 
 
 def _encrypted_mails(smtp, address, count=1):
+    """Wait for encrypted token mails; notices (also encrypted) have other subjects."""
+
     def encrypted(mail):
         return mail.message.get_content_type() in (
             "multipart/encrypted",
             "application/pkcs7-mime",
-        )
+        ) and "sign-in code" in str(mail.message["Subject"])
 
     return smtp.wait_for(address, count=count, matching=encrypted)
 

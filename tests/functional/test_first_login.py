@@ -150,6 +150,16 @@ def test_initial_change_leads_to_2fa_setup(browser, make_agent):
     assert browser.get("/agent/dashboard").name == "2fa-setup"
 
 
+def test_setup_page_offers_app_first_unselected(browser, make_agent):
+    page = first_login(browser, make_agent())
+
+    methods = [field for field in page.inputs if field.get("name") == "method"]
+    assert [field["value"] for field in methods][0] == "app"
+    assert "email" in [field["value"] for field in methods]
+    assert not any("checked" in field for field in methods)
+    assert "(recommended)" in page.text.split('id="method-webauthn"')[0]
+
+
 def test_old_password_dead_after_change(stack, make_agent):
     agent = make_agent()
     initial = agent.password

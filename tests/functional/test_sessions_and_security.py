@@ -4,7 +4,9 @@ import time
 
 import pytest
 import requests
+from gatehouse.common.servicekeys import generate_signing_key
 from support.flows import NEW_PASSWORD, enroll_app, first_login
+from support.signing import ServiceAuth
 from support.web import Browser, is_token_mail, token_in, totp_now
 
 FORM_POSTS = [
@@ -27,6 +29,7 @@ FORM_POSTS = [
     ("/agent/preferences/security/password", {"current_password": "x"}),
     ("/agent/preferences/security/recovery-codes", {}),
     ("/agent/preferences/security/forget-browsers", {}),
+    ("/agent/preferences/security/forget-browser", {"handle": "x"}),
     ("/agent/preferences/security/sign-out-everywhere", {}),
     ("/agent/preferences/security/sessions/end", {"handle": "x"}),
 ]
@@ -147,9 +150,9 @@ def test_switch_to_email_from_security_page(stack, smtp, make_agent):
 def test_internal_apis_require_credential(stack):
     if getattr(stack, "remote", False):
         pytest.skip("internal ports are not published by a remote stack")
-    for base, path in [
-        (stack.identity_url, "/v1/agents/1"),
-        (stack.otp_urls[0], "/v1/factors/1"),
+    for base, path, audience in [
+        (stack.identity_url, "/v1/agents/1", "identity"),
+        (stack.otp_urls[0], "/v1/factors/1", "otp"),
     ]:
         answer = requests.get(base + path, timeout=10)
         assert answer.status_code == 401, base
@@ -158,6 +161,52 @@ def test_internal_apis_require_credential(stack):
             base + path, timeout=10, headers={"Authorization": "Bearer wrong"}
         )
         assert forged.status_code == 401, base
+        foreign_key = generate_signing_key("gateway", "dev")
+        impostor = requests.get(
+            base + path, timeout=10, auth=ServiceAuth(foreign_key, audience)
+        )
+        assert impostor.status_code == 401, base
+        assert impostor.json()["error"] == "unauthenticated"
+
+
+def test_internal_apis_check_caller_per_route(stack):
+    if getattr(stack, "remote", False):
+        pytest.skip("internal ports are not published by a remote stack")
+    gateway = ServiceAuth(stack.signing_key("gateway"), "identity")
+    identity_at_identity = ServiceAuth(stack.signing_key("identity"), "identity")
+    identity_at_otp = ServiceAuth(stack.signing_key("identity"), "otp")
+    agent_url = f"{stack.identity_url}/v1/agents/999999"
+    factor_url = f"{stack.otp_urls[0]}/v1/factors/999999"
+
+    as_gateway = requests.get(agent_url, timeout=10, auth=gateway)
+    forbidden = requests.get(agent_url, timeout=10, auth=identity_at_identity)
+    factor = requests.get(factor_url, timeout=10, auth=identity_at_otp)
+    devices = requests.delete(
+        f"{stack.otp_urls[0]}/v1/devices/999999", timeout=10, auth=identity_at_otp
+    )
+
+    assert as_gateway.status_code == 404
+    assert forbidden.status_code == 403
+    assert forbidden.json()["error"] == "forbidden"
+    assert factor.status_code == 200
+    assert devices.status_code == 403
+
+
+def test_internal_credential_works_once(stack):
+    if getattr(stack, "remote", False):
+        pytest.skip("internal ports are not published by a remote stack")
+    auth = ServiceAuth(stack.signing_key("gateway"), "otp")
+    prepared = requests.Request(
+        "GET", f"{stack.otp_urls[0]}/v1/factors/999999", auth=auth
+    ).prepare()
+
+    with requests.Session() as session:
+        first = session.send(prepared, timeout=10)
+        replayed = session.send(prepared, timeout=10)
+
+    assert first.status_code == 200
+    assert replayed.status_code == 401
+    assert replayed.json()["error"] == "unauthenticated"
 
 
 def test_health_probes(stack):
@@ -298,8 +347,48 @@ def test_operator_reset_ends_sessions_and_mails_notice(stack, smtp, make_agent):
         agent.email, matching=lambda mail: "removed" in mail.message["Subject"]
     )
     assert notice
-    page = Browser(stack.url).login(agent.login, agent.password)
+    # The plain form keeps the password: the next login sets up a new factor.
+    assert Browser(stack.url).login(agent.login, agent.password).name == "2fa-setup"
+
+
+def test_operator_reset_needs_new_password(stack, make_agent):
+    agent, _ = _signed_in(stack, make_agent)
+    result = stack.agentctl(
+        "agent",
+        "reset-2fa",
+        agent.login,
+        "--evidence",
+        "ticket 4412, badge shown",
+        "--new-password",
+    )
+    assert result.returncode == 0, result.stderr
+    issued = result.stdout.splitlines()[-1]
+
+    # The old password alone no longer opens the account.
+    stale = Browser(stack.url).login(agent.login, agent.password)
+    assert stale.status == 401
+    assert stale.name == "login"
+
+    browser = Browser(stack.url)
+    page = browser.login(agent.login, issued)
+    assert page.name == "password-change"
+    new = "chosen again after the reset 3"
+    page = browser.post(
+        "/agent/password/change", {"new_password": new, "new_password_confirm": new}
+    )
     assert page.name == "2fa-setup"
+
+
+def test_operator_reset_rejects_blank_evidence(stack, make_agent):
+    agent, _ = _signed_in(stack, make_agent)
+
+    result = stack.agentctl(
+        "agent", "reset-2fa", agent.login, "--evidence", " ", "--new-password"
+    )
+
+    assert result.returncode != 0
+    assert "--evidence is empty" in result.stderr
+    assert Browser(stack.url).login(agent.login, agent.password).name == "2fa-verify"
 
 
 def test_security_page_shows_recent_events(stack, make_agent):

@@ -1,5 +1,8 @@
 import re
 
+import pytest
+from gatehouse.gateway.app import create_app
+
 AGENT = {
     "id": 7,
     "login": "ann",
@@ -124,6 +127,15 @@ def test_reset_token_leaves_the_url(client, services):
 
     assert response.status_code == 302
     assert response.headers["Location"].endswith("/agent/password/reset")
+
+
+@pytest.mark.parametrize("token", ["..", "abc%3Fnext", "abc%23x", "a.b", "x" * 129])
+def test_reset_link_malformed_token_not_sent(client, services, token):
+    response = client.get(f"/agent/password/reset/{token}")
+
+    assert response.status_code == 404
+    assert b'data-page="password-reset"' in response.data
+    assert services["identity"].calls == []
 
 
 def test_forgot_uses_configured_public_url(app, client, services):
@@ -305,3 +317,47 @@ def test_expired_login_form_comes_back_filled(client, services):
     assert b'value="ann"' in response.data
     assert b"no longer valid" in response.data
     assert services["identity"].calls == []
+
+
+@pytest.mark.parametrize(
+    ("bind", "expected"),
+    [
+        ("127.0.0.1", "http://localhost:8181"),
+        ("0.0.0.0", "http://localhost:8181"),  # noqa: S104
+        ("helpdesk.example.test", "http://helpdesk.example.test:8181"),
+    ],
+)
+def test_default_public_url_names_host(monkeypatch, redis_prefix, bind, expected):
+    monkeypatch.delenv("GATEHOUSE_PUBLIC_URL", raising=False)
+    monkeypatch.setenv("GATEWAY_HOST", bind)
+    monkeypatch.setenv("GATEWAY_PORT", "8181")
+
+    assert create_app({"TESTING": True}).config["PUBLIC_URL"] == expected
+
+
+@pytest.mark.parametrize(
+    ("path", "fields"),
+    [
+        ("/agent", {"csrf_token", "login", "password"}),
+        ("/agent/password/forgot", {"csrf_token", "login"}),
+    ],
+)
+def test_recovery_forms_have_no_hints_or_questions(client, path, fields):
+    page = client.get(path).get_data(as_text=True)
+
+    assert set(re.findall(r'<input[^>]* name="([^"]+)"', page)) == fields
+    assert "hint" not in page.lower().replace('class="hint"', "")
+    assert "question" not in page.lower()
+
+
+def test_session_ids_random_256_bits(app):
+    ids = set()
+    for _ in range(200):
+        response = app.test_client().get("/agent")
+        cookie = response.headers["Set-Cookie"]
+        ids.add(re.match(r"[^=]+=([^;]*);", cookie).group(1))
+
+    assert len(ids) == 200
+    for session_id in ids:
+        # secrets.token_urlsafe(32): 32 bytes from the OS CSPRNG, 43 characters.
+        assert re.fullmatch(r"[A-Za-z0-9_-]{43}", session_id)

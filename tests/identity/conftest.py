@@ -13,9 +13,10 @@ import pika
 import pytest
 import redis
 from gatehouse.common.config import load_settings
-from gatehouse.common.mail import MailJob, Topology
+from gatehouse.common.mail import MailJob, MailJobCipher, Topology
 from gatehouse.identity.app import create_app
 from gatehouse.identity.database import upgrade_database
+from support.signing import install_signing, placeholder_headers
 
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -73,9 +74,15 @@ def stack_env(monkeypatch, tmp_path):
 
 
 @pytest.fixture
-def make_app(stack_env):
+def built_apps():
+    """The identity apps this test built, whose outboxes mail_jobs relays."""
+    return []
+
+
+@pytest.fixture
+def make_app(stack_env, built_apps):
     """Return a factory building an identity app on a migrated SQLite database."""
-    built = []
+    built = built_apps
 
     def factory(**overrides):
         # The tests drain the audit queue themselves, so no thread outlives them.
@@ -83,6 +90,7 @@ def make_app(stack_env):
             **CHEAP_ARGON2,
             "IDENTITY_MAIL_RETRY_DELAYS": (0.05,),
             "AUDIT_QUEUE_DRAINER": False,
+            "IDENTITY_MAIL_RELAY": False,
             **overrides,
         }
         settings = load_settings()
@@ -96,17 +104,15 @@ def make_app(stack_env):
         return app
 
     yield factory
-    for app in built:
-        app.extensions["identity"].outbox.drain(10)
 
 
 class Api:
-    """The test client with the service credential on every call."""
+    """The test client with a credential signed as the gateway on every call."""
 
     def __init__(self, app):
-        self.app = app
+        self.app = install_signing(app, "identity", load_settings().signing_keys)
         self.client = app.test_client()
-        self.headers = {"Authorization": f"Bearer {load_settings().service_token}"}
+        self.headers = placeholder_headers("gateway")
 
     def get(self, path):
         return self.client.get(path, headers=self.headers)
@@ -168,11 +174,16 @@ def closed_port():
 
 
 @pytest.fixture
-def mail_jobs(stack_env):
-    """Return a function taking ``count`` jobs from this test's real mail queue."""
-    return lambda count, timeout=10.0: consume_jobs(
-        stack_env["amqp_prefix"], count, timeout
-    )
+def mail_jobs(stack_env, built_apps):
+    """Return a function that relays the outbox of every app this test built,
+    then takes ``count`` jobs from this test's real mail queue."""
+
+    def take(count, timeout=10.0):
+        for app in built_apps:
+            app.extensions["identity"].outbox.drain(timeout)
+        return consume_jobs(stack_env["amqp_prefix"], count, timeout)
+
+    return take
 
 
 @pytest.fixture
@@ -204,7 +215,7 @@ def consume_jobs(amqp_prefix: str, count: int, timeout: float = 10.0) -> list[Ma
                 time.sleep(0.05)
                 continue
             channel.basic_ack(method.delivery_tag)
-            jobs.append(MailJob.from_json(body))
+            jobs.append(MailJobCipher(load_settings().mail_job_keys).open(body))
     finally:
         connection.close()
     return jobs

@@ -94,7 +94,6 @@ def test_odd_input_is_4xx_not_500(api):
 
 def _drainer(api):
     import redis as redis_module
-
     from gatehouse.common.audit_queue import QUEUE_KEY
     from gatehouse.identity.audit import AuditQueueDrainer
 
@@ -111,8 +110,15 @@ def test_queued_events_stored_in_one_batch(api):
     agent = api.make_agent()
     drainer, client, settings = _drainer(api)
     for event in ("second_factor_succeeded", "session_ended"):
-        queue_audit_event(client, settings.redis_prefix, agent.id, event,
-                          "abc123", "Firefox", {"method": "app"})
+        queue_audit_event(
+            client,
+            settings.redis_prefix,
+            agent.id,
+            event,
+            "abc123",
+            "Firefox",
+            {"method": "app"},
+        )
 
     stored = drainer.drain_once(wait=False)
 
@@ -130,8 +136,11 @@ def test_invalid_queued_event_dropped(api):
     from gatehouse.common.audit_queue import QUEUE_KEY
 
     drainer, client, settings = _drainer(api)
-    client.rpush(settings.redis_prefix + QUEUE_KEY, b"not json",
-                 b'{"time": 1, "event": "Bad Name!"}')
+    client.rpush(
+        settings.redis_prefix + QUEUE_KEY,
+        b"not json",
+        b'{"time": 1, "event": "Bad Name!"}',
+    )
 
     assert drainer.drain_once(wait=False) == 0
     assert client.llen(settings.redis_prefix + QUEUE_KEY) == 0

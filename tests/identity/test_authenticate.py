@@ -6,6 +6,9 @@ import statistics
 import time
 
 from gatehouse.agentctl.cli import main as agentctl
+from gatehouse.common.config import load_settings
+from gatehouse.common.servicekeys import sign_request
+from support.signing import placeholder_headers
 
 GOOD = "correct horse battery"
 VOLATILE_HEADERS = {"X-Request-ID"}
@@ -62,6 +65,25 @@ def test_missing_service_credential_is_401(api):
     assert response.json["error"] == "unauthenticated"
     wrong = api.client.get("/v1/agents/1", headers={"Authorization": "Bearer nope"})
     assert wrong.status_code == 401
+    gateway_key = load_settings().signing_key("gateway")
+    stale = sign_request(
+        gateway_key, "identity", "GET", "/v1/agents/1", now=time.time() - 120
+    )
+    expired = api.client.get("/v1/agents/1", headers={"Authorization": stale})
+    assert expired.status_code == 401
+    assert expired.json["error"] == "unauthenticated"
+
+
+def test_only_gateway_may_call_identity(api):
+    as_identity = api.client.post(
+        "/v1/authenticate",
+        json={"login": "a", "password": "b"},
+        headers=placeholder_headers("identity"),
+    )
+    assert as_identity.status_code == 403
+    assert as_identity.json["error"] == "forbidden"
+    as_gateway = api.client.get("/v1/agents/999999", headers=api.headers)
+    assert as_gateway.status_code == 404
 
 
 def test_health_needs_no_credential(api):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import unicodedata
 
 import pytest
 from gatehouse.identity.interfaces import InvalidPassword
+from gatehouse.identity.passwords import Argon2Hasher
 
 GOOD = "correct horse battery"
 
@@ -52,6 +54,20 @@ def test_policy_counts_code_points_after_nfc(api):
 def test_policy_rejects_common_password(api, common):
     with pytest.raises(InvalidPassword, match="commonly used"):
         api.make_agent(password=common)
+
+
+@pytest.mark.parametrize(
+    "password",
+    ["Password123!", "iloveyou1234", "Sunshine2019!", "Dragon-Dragon-1987"],
+)
+def test_policy_rejects_guessable_password(api, password):
+    with pytest.raises(InvalidPassword, match="easy to guess"):
+        api.make_agent(password=password)
+
+
+def test_policy_accepts_unrelated_word_phrase(api):
+    agent = api.make_agent(password="velvet harbor quietly 42")
+    assert agent.id
 
 
 @pytest.mark.parametrize(
@@ -210,7 +226,6 @@ def test_hibp_fails_open_when_unreachable(make_app, closed_port):
     assert agent.id
 
 
-
 def test_policy_counts_space_runs_once(api):
     with pytest.raises(InvalidPassword, match="too short"):
         api.make_agent(password="x" + " " * 11)
@@ -227,9 +242,27 @@ def test_policy_keeps_spaces_of_accepted_password(api):
 
 @pytest.mark.parametrize(
     "password",
-    ["aaaaaaaaaaaaaaaa", "abababababab", "abcdefghijklmno", "123456789012",
-     "987654321098", "y" * 1024],
+    [
+        "aaaaaaaaaaaaaaaa",
+        "abababababab",
+        "abcdefghijklmno",
+        "123456789012",
+        "987654321098",
+        "y" * 1024,
+    ],
 )
 def test_policy_rejects_repetitive_passwords(api, password):
     with pytest.raises(InvalidPassword, match="too repetitive"):
         api.make_agent(password=password)
+
+
+def test_each_hash_has_own_128_bit_salt():
+    hasher = Argon2Hasher(memory_kib=8, time_cost=1, parallelism=1)
+
+    hashes = [hasher.hash("the same password 1") for _ in range(20)]
+
+    salts = [encoded.split("$")[4] for encoded in hashes]
+    assert len(set(salts)) == 20
+    for salt in salts:
+        # argon2 encodes the salt in unpadded base64: 16 bytes are 22 characters.
+        assert len(base64.b64decode(salt + "==")) == 16

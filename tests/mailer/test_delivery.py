@@ -41,7 +41,7 @@ def processor(mail_env, smtp_server, monkeypatch):
 
 def run(processor, job: MailJob):
     return processor.process(
-        job.to_json(), {"x-request-id": "hdr-request-1"}, job.message_id
+        processor.cipher.seal(job), {"x-request-id": "hdr-request-1"}, job.message_id
     )
 
 

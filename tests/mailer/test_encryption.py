@@ -49,7 +49,7 @@ def send(job: MailJob, smtp_server) -> email.message.EmailMessage:
     processor = build_processor(
         settings, redis.Redis.from_url(REDIS_URL), build_selector(settings)
     )
-    outcome = processor.process(job.to_json(), {}, job.message_id)
+    outcome = processor.process(processor.cipher.seal(job), {}, job.message_id)
     assert outcome.action == ACK, outcome.reason
     messages = smtp_server.handler.parsed()
     assert len(messages) == 1
@@ -373,7 +373,7 @@ def test_failed_encryption_dead_letter_policy(
     )
     job = token_job()
 
-    outcome = processor.process(job.to_json(), {}, job.message_id)
+    outcome = processor.process(processor.cipher.seal(job), {}, job.message_id)
 
     assert outcome.action == "dead"
     assert smtp_server.handler.messages == []

@@ -281,8 +281,12 @@ def test_mailbox_without_smtp_host(mail_env, mailer_process):
     publish(mail_env, [token_job(1)])
 
     mailbox = os.path.join(mail_env["GATEHOUSE_DATA_DIR"], "mailbox")
+    # The transport writes a .tmp file and renames it, so wait for the rename.
     wait_for(
-        lambda: os.path.isdir(mailbox) and os.listdir(mailbox),
+        lambda: (
+            os.path.isdir(mailbox)
+            and any(entry.endswith(".eml") for entry in os.listdir(mailbox))
+        ),
         20,
         message=f"mailbox file:\n{mailer.log()}",
     )

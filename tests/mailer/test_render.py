@@ -114,6 +114,23 @@ def test_notice_mail_per_event(event):
     assert "tell your administrator" in text
 
 
+def test_new_browser_notice_shows_time_and_browser():
+    notice = job("notice", event="new_browser", browser="Firefox on Linux\r\nBcc: x")
+    notice.created_at = 1796405400.0
+
+    _, text = render_text(notice)
+
+    assert "Time: 2026-12-04 17:30 UTC" in text
+    assert "Browser: Firefox on LinuxBcc: x" in text
+    assert "\r" not in text
+
+
+def test_browser_notice_without_browser_still_renders():
+    _, text = render_text(job("notice", event="browser_remembered"))
+
+    assert "Browser: unknown browser" in text
+
+
 def test_notice_mail_rejects_unknown_event():
     with pytest.raises(PermanentDeliveryError, match="event"):
         render_text(job("notice", event="coffee_made"))
@@ -213,3 +230,12 @@ def test_settings_reject_invalid(mail_env, monkeypatch, name, value):
     monkeypatch.setenv(name, value)
     with pytest.raises(ConfigError, match=name):
         load_mailer_settings()
+
+
+def test_replay_notice_says_what_to_do():
+    subject, text = render_text(job("notice", event="second_factor_replayed"))
+    assert subject == "A used gatehouse sign-in code was entered again"
+    flat = " ".join(text.split())
+    assert "already been used" in flat
+    assert "was rejected" in flat
+    assert "change your password now" in flat

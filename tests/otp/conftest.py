@@ -12,13 +12,14 @@ import pyotp
 import pytest
 import redis
 from cryptography.fernet import Fernet
-from gatehouse.common.mail import MailJob
+from gatehouse.common.config import load_settings
+from gatehouse.common.mail import MailJob, MailJobCipher
 from gatehouse.otp.app import create_app
 from gatehouse.otp.migrations import upgrade_database
+from support.signing import install_signing, placeholder_headers
 
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 REDIS_URL = "redis://127.0.0.1:6379/0"
-SERVICE_TOKEN = "test-service-token-" + uuid.uuid4().hex
 
 
 def find_free_port() -> int:
@@ -42,7 +43,6 @@ def _private_env(data_dir) -> dict[str, str]:
         "REDIS_URL": REDIS_URL,
         "AMQP_URL": AMQP_URL,
         "GATEHOUSE_SECRET_KEY": "test-secret-" + uuid.uuid4().hex,
-        "GATEHOUSE_SERVICE_TOKEN": SERVICE_TOKEN,
         "GATEHOUSE_OTP_KEYS": Fernet.generate_key().decode(),
         "GATEHOUSE_LOG_HASH_KEY": "test-log-hash-" + uuid.uuid4().hex,
     }
@@ -91,11 +91,12 @@ def module_otp_env(tmp_path_factory):
 
 
 class Api:
-    """Flask test client that sends the service credential on every call."""
+    """Flask test client that sends a credential signed as the gateway on every
+    call. The signing keys are the development ones in the test's data folder."""
 
     def __init__(self, app) -> None:
-        self.app = app
-        self.headers = {"Authorization": f"Bearer {SERVICE_TOKEN}"}
+        self.app = install_signing(app, "otp", load_settings().signing_keys)
+        self.headers = placeholder_headers("gateway")
 
     def post(self, path: str, body: dict | None = None):
         return self.app.test_client().post(path, json=body or {}, headers=self.headers)
@@ -131,6 +132,7 @@ class MailQueue:
         self._connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
         self._channel = self._connection.channel()
         self._seen: list[tuple[MailJob, pika.BasicProperties]] = []
+        self._cipher = MailJobCipher(load_settings().mail_job_keys)
 
     def _drain(self) -> None:
         while True:
@@ -144,7 +146,7 @@ class MailQueue:
                 return
             if method is None:
                 return
-            self._seen.append((MailJob.from_json(body), properties))
+            self._seen.append((self._cipher.open(body), properties))
 
     def jobs(self, agent_id: int) -> list[MailJob]:
         self._drain()

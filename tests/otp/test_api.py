@@ -10,10 +10,13 @@ from pathlib import Path
 import pytest
 import schemathesis
 import yaml
+from gatehouse.common.config import load_settings
+from gatehouse.common.servicekeys import sign_request
 from gatehouse.mailer.keystore import import_pgp_key
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
+from support.signing import placeholder_headers
 
 AGENT = 41
 
@@ -31,6 +34,12 @@ ENDPOINTS = [
     ("POST", "/v1/devices/check"),
     ("DELETE", "/v1/devices/1"),
     ("GET", "/v1/encryption/ada@example.test"),
+    ("POST", "/v1/webauthn/registrations"),
+    ("POST", "/v1/webauthn/registrations/verify"),
+    ("POST", "/v1/webauthn/authentications"),
+    ("POST", "/v1/webauthn/authentications/verify"),
+    ("GET", "/v1/webauthn/credentials/1"),
+    ("DELETE", "/v1/webauthn/credentials/1/7"),
 ]
 
 
@@ -47,6 +56,32 @@ def test_endpoint_without_credential_401(api, method, path):
         headers={"Authorization": "Bearer wrong"},
     )
     assert wrong.status_code == 401
+
+
+@pytest.mark.parametrize(("method", "path"), ENDPOINTS)
+def test_endpoint_allows_identity_only_on_factor_read(api, method, path):
+    answer = api.app.test_client().open(
+        path,
+        method=method,
+        json={"agent_id": 1},
+        headers=placeholder_headers("identity"),
+    )
+    if (method, path) == ("GET", "/v1/factors/1"):
+        assert answer.status_code == 200
+    else:
+        assert answer.status_code == 403
+        assert answer.json["error"] == "forbidden"
+
+
+def test_credential_for_identity_rejected_by_otp(api):
+    key = load_settings().signing_key("gateway")
+    header = sign_request(key, "identity", "GET", "/v1/factors/1")
+
+    answer = api.app.test_client().get(
+        "/v1/factors/1", headers={"Authorization": header}
+    )
+
+    assert answer.status_code == 401
 
 
 def test_health_probes_without_credential(api):
@@ -80,8 +115,10 @@ def test_openapi_served_without_credential(api):
     document = yaml.safe_load(answer.data)
     paths = document["paths"]
     for method, path in ENDPOINTS:
-        template = path.replace("/1", "/{agent_id}").replace(
-            "ada@example.test", "{address}"
+        template = (
+            path.replace("/1", "/{agent_id}")
+            .replace("ada@example.test", "{address}")
+            .replace("/7", "/{key_id}")
         )
         assert method.lower() in paths[template], template
 
@@ -172,7 +209,7 @@ def test_generated_requests_no_server_error(make_api, mode):
     schema = schemathesis.openapi.from_wsgi("/openapi.yaml", api.app)
     operations = [result.ok() for result in schema.get_all_operations()]
     # from_wsgi leaves out the path the schema itself was loaded from.
-    assert len(operations) == 15, [operation.label for operation in operations]
+    assert len(operations) == 23, [operation.label for operation in operations]
 
     for operation in operations:
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -108,7 +109,7 @@ def test_app_login_and_replay(api, flows):
     }
     replay = flows.verify(api, code)
     assert replay.status_code == 400
-    assert replay.json["error"] == "invalid_token"
+    assert replay.json["error"] == "replayed_token"
     assert "already used" in replay.json["message"]
 
 
@@ -124,7 +125,8 @@ def test_previous_step_rejected_after_newer(api, flows):
     assert flows.verify(api, newer).status_code == 200
     late = flows.verify(api, previous)
     assert late.status_code == 400
-    assert late.json["error"] == "invalid_token"
+    # A step before the last accepted one is used up as well.
+    assert late.json["error"] == "replayed_token"
 
 
 def test_enrollment_code_cannot_log_in(api, flows):
@@ -209,3 +211,20 @@ def test_secret_encrypted_at_rest_and_key_rotation(
     rotated = make_api()
     _wait_for_fresh_step()
     assert flows.verify(rotated, pyotp.TOTP(secret).now()).status_code == 200
+
+
+def test_totp_replay_logged_as_replay(api, flows, caplog):
+    caplog.set_level(logging.INFO, logger="gatehouse.otp")
+    secret, _codes = flows.enroll_app(api)
+    _wait_for_fresh_step()
+    code = pyotp.TOTP(secret).now()
+    assert flows.verify(api, code).status_code == 200
+
+    replay = flows.verify(api, code)
+
+    assert replay.json["error"] == "replayed_token"
+    events = [r.getMessage() for r in caplog.records]
+    assert events.count("otp.code_replayed") == 1
+    assert "otp.verify_failed" not in events
+    logged_values = {str(value) for r in caplog.records for value in vars(r).values()}
+    assert code not in logged_values

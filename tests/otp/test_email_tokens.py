@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import time
@@ -72,7 +73,7 @@ def test_login_token_verifies_once(api, mail_queue, flows):
     }
     second = flows.verify(api, job.params["token"])
     assert second.status_code == 400
-    assert second.json["error"] == "invalid_token"
+    assert second.json["error"] == "replayed_token"
 
 
 def test_token_redis_ttl_matches_mail(api, mail_queue, otp_env, redis_client, flows):
@@ -316,3 +317,31 @@ def test_token_digits_out_of_range(make_api):
     for digits in (5, 11):
         with pytest.raises(ConfigError, match="OTP_TOKEN_DIGITS"):
             make_api(OTP_TOKEN_DIGITS=digits)
+
+
+def test_replayed_token_told_apart_from_wrong(make_api, mail_queue, flows, caplog):
+    caplog.set_level(logging.INFO, logger="gatehouse.otp")
+    api = make_api(OTP_RESEND_COOLDOWN=0)
+    flows.enroll_email(api)
+    used = flows.login_code(api)
+    assert flows.verify(api, used).status_code == 200
+
+    replay_without_live_token = flows.verify(api, used)
+    newest = flows.login_code(api)
+    replay_beside_live_token = flows.verify(api, used)
+    wrong = flows.verify(api, "000000" if newest != "000000" else "111111")
+    newest_answer = flows.verify(api, newest)
+
+    assert replay_without_live_token.status_code == 400
+    assert replay_without_live_token.json["error"] == "replayed_token"
+    assert replay_beside_live_token.json["error"] == "replayed_token"
+    assert "already used" in replay_beside_live_token.json["message"]
+    assert wrong.json["error"] == "invalid_token"
+    # The replay costs one of the live token's tries but does not end it.
+    assert newest_answer.status_code == 200
+    replayed = [r for r in caplog.records if r.getMessage() == "otp.code_replayed"]
+    assert len(replayed) == 2
+    assert replayed[0].agent_id == AGENT
+    assert replayed[0].reason == "replayed_token"
+    logged_values = {str(value) for r in caplog.records for value in vars(r).values()}
+    assert used not in logged_values

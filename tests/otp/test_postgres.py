@@ -6,6 +6,7 @@ import uuid
 
 import pytest
 from gatehouse.otp.migrations import upgrade_database
+from support.webauthn import SoftAuthenticator
 
 psycopg = pytest.importorskip("psycopg")
 
@@ -43,3 +44,46 @@ def test_flows_on_postgresql(make_api, flows, postgres_url):
     assert len(secret) == 32
     assert api.delete("/v1/factors/41").status_code == 204
     assert api.get("/v1/factors/41").json["method"] is None
+
+
+def test_security_keys_on_postgresql(make_api, postgres_url):
+    upgrade_database(postgres_url)
+    api = make_api(OTP_DATABASE_URL=postgres_url)
+    site = {"rp_id": "localhost", "origin": "http://localhost:8443"}
+    keys = []
+    for name in ("First", "Second"):
+        options = api.post(
+            "/v1/webauthn/registrations", {"agent_id": 41, "user_name": "ada", **site}
+        ).json["options"]
+        # A counter above 2**31 checks the BIGINT column.
+        authenticator = SoftAuthenticator(sign_count=2**31 + 5)
+        answer = api.post(
+            "/v1/webauthn/registrations/verify",
+            {
+                "agent_id": 41,
+                "credential": authenticator.register(options, site["origin"]),
+                "name": name,
+            },
+        )
+        assert answer.status_code == 200, answer.json
+        keys.append(authenticator)
+
+    options = api.post("/v1/webauthn/authentications", {"agent_id": 41, **site}).json[
+        "options"
+    ]
+    assertion = keys[1].assert_(options, site["origin"])
+    verified = api.post(
+        "/v1/webauthn/authentications/verify",
+        {"agent_id": 41, "credential": assertion},
+    )
+    assert verified.status_code == 200, verified.json
+
+    listed = api.get("/v1/webauthn/credentials/41").json["credentials"]
+    assert [key["name"] for key in listed] == ["First", "Second"]
+    assert (
+        api.delete(f"/v1/webauthn/credentials/41/{listed[0]['id']}").status_code == 204
+    )
+    last = api.delete(f"/v1/webauthn/credentials/41/{listed[1]['id']}")
+    assert last.status_code == 409
+    assert api.delete("/v1/factors/41").status_code == 204
+    assert api.get("/v1/webauthn/credentials/41").json["credentials"] == []

@@ -12,7 +12,10 @@ import time
 import pyotp
 import pytest
 import requests
+from gatehouse.common.config import load_settings
+from gatehouse.common.servicekeys import SigningKey
 from gatehouse.otp.migrations import upgrade_database
+from support.signing import ServiceAuth
 
 REPLICAS = 3
 
@@ -84,10 +87,10 @@ def replicas(module_otp_env, free_port, tmp_path_factory):
 
 
 class Replica:
-    def __init__(self, url: str, token: str) -> None:
+    def __init__(self, url: str, key: SigningKey) -> None:
         self.url = url
         self.session = requests.Session()
-        self.session.headers["Authorization"] = f"Bearer {token}"
+        self.session.auth = ServiceAuth(key, "otp")
 
     def post(self, path: str, body: dict) -> requests.Response:
         return self.session.post(self.url + path, json=body, timeout=10)
@@ -95,8 +98,8 @@ class Replica:
 
 @pytest.fixture(scope="module")
 def nodes(replicas, module_otp_env) -> list[Replica]:
-    token = module_otp_env["GATEHOUSE_SERVICE_TOKEN"]
-    return [Replica(url, token) for url in replicas]
+    key = load_settings().signing_key("gateway")
+    return [Replica(url, key) for url in replicas]
 
 
 @pytest.fixture
@@ -139,7 +142,7 @@ def test_email_token_across_replicas(nodes, mail_queue):
     assert _verify(second, login_code, agent_id).status_code == 200
     replay = _verify(third, login_code, agent_id)
     assert replay.status_code == 400
-    assert replay.json()["error"] == "invalid_token"
+    assert replay.json()["error"] == "replayed_token"
 
 
 def test_parallel_email_submissions_across_replicas(nodes, mail_queue):

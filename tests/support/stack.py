@@ -52,7 +52,10 @@ class LocalStack:
         smtp_port: int | None,
         otp_replicas: int = 1,
         extra_env: dict[str, str] | None = None,
+        public_host: str = "127.0.0.1",
     ) -> None:
+        """``public_host`` names the gateway in its public URL; WebAuthn tests use
+        "localhost", because an IP address is not a valid WebAuthn RP ID."""
         self.run_id = uuid.uuid4().hex[:12]
         self.data_dir = Path(tempfile.mkdtemp(prefix=f"gatehouse-{self.run_id}-"))
         self.redis_prefix = f"test-{self.run_id}:"
@@ -62,7 +65,7 @@ class LocalStack:
         self.identity_port = base + 1
         self.otp_port = base + 2
         self.otp_replicas = otp_replicas
-        self.url = f"http://127.0.0.1:{self.gateway_port}"
+        self.url = f"http://{public_host}:{self.gateway_port}"
         self.env = {
             **os.environ,
             "GATEHOUSE_ENV": "development",
@@ -71,6 +74,7 @@ class LocalStack:
             "GATEHOUSE_AMQP_PREFIX": self.amqp_prefix,
             "GATEWAY_HOST": "127.0.0.1",
             "GATEWAY_PORT": str(self.gateway_port),
+            "GATEHOUSE_PUBLIC_URL": self.url,
             "IDENTITY_PORT": str(self.identity_port),
             "OTP_PORT": str(self.otp_port),
             "OTP_REPLICAS": str(otp_replicas),
@@ -128,11 +132,15 @@ class LocalStack:
         except OSError:
             return "(no log)"
 
-    def service_token(self) -> str:
+    def signing_key(self, caller: str = "gateway"):
+        """Return ``caller``'s development signing key from the stack's data folder."""
         import json
 
+        from gatehouse.common.servicekeys import parse_signing_key, signing_key_variable
+
         secrets_file = self.data_dir / "dev-secrets.json"
-        return json.loads(secrets_file.read_text())["GATEHOUSE_SERVICE_TOKEN"]
+        stored = json.loads(secrets_file.read_text())
+        return parse_signing_key(caller, stored[signing_key_variable(caller)])
 
     def agentctl(
         self, *arguments: str, check: bool = False, extra_env: dict | None = None
