@@ -93,7 +93,14 @@ def command_agent_list(args: argparse.Namespace) -> None:
     _, service = _agent_service()
     agents = service.repository.list()
     if not agents:
-        print("no agents")
+        from sqlalchemy.engine import make_url
+
+        # An empty list often means another data folder or database than the
+        # running services use, so name it (without the password).
+        database = make_url(service.config.database_url).render_as_string(
+            hide_password=True
+        )
+        print(f"no agents in {database}")
         return
     print(f"{'id':>5}  {'login':<20} {'email':<32} name")
     for agent in agents:
@@ -132,7 +139,7 @@ def _print_expiry(agent) -> None:
     if expires_at is not None:
         print(
             f"the initial password expires at {expires_at:%Y-%m-%d %H:%M} UTC; "
-            "after that only a new one from an operator works"
+            "after that the agent needs a reset link or a new initial password"
         )
 
 

@@ -62,6 +62,21 @@ def multi_fernet(variable: str, keys: list[str], missing_hint: str) -> MultiFern
     return MultiFernet(fernets)
 
 
+# Compared with GATEWAY_HOST, never bound to.
+LOCAL_BIND_ADDRESSES = frozenset({"127.0.0.1", "::1", "0.0.0.0", "::"})  # noqa: S104
+
+
+def gateway_public_url() -> str:
+    """Return the gateway's address as browsers see it: GATEHOUSE_PUBLIC_URL, or
+    one built from GATEWAY_HOST and GATEWAY_PORT."""
+    host = env_str("GATEWAY_HOST", "127.0.0.1")
+    port = env_int("GATEWAY_PORT", 8080, 1, 65535)
+    # WebAuthn accepts no IP address as RP ID, so a loopback or wildcard bind
+    # defaults to the name localhost, which browsers treat as a secure context.
+    public_host = "localhost" if host in LOCAL_BIND_ADDRESSES else host
+    return env_str("GATEHOUSE_PUBLIC_URL", f"http://{public_host}:{port}")
+
+
 # Development defaults. Outside development AMQP_URL and REDIS_URL must be set,
 # so that no deployment uses the broker's well-known guest account or a local
 # Redis without a password.

@@ -20,7 +20,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 
-from .config import ConfigError, env_int, env_str, load_settings
+from .config import ConfigError, env_int, env_str, gateway_public_url, load_settings
 from .logs import configure_logging
 
 log = logging.getLogger("gatehouse.stack")
@@ -197,7 +197,7 @@ def run() -> int:
         log.error("stack.not_ready")
         _stop(children)
         return 1
-    gateway = children[-1].health_url.removesuffix("/healthz")
+    gateway = gateway_public_url().rstrip("/")
     log.info("stack.ready", extra={"url": f"{gateway}/agent"})
     print(f"gatehouse is ready: {gateway}/agent", flush=True)
 

@@ -26,7 +26,7 @@ from .flow import (
 )
 from .forms import ActionForm, ChangePasswordForm, ConfirmPasswordForm, MethodForm
 from .login_devices import device_cookie
-from .security_keys import list_keys, relying_party
+from .security_keys import list_keys, unavailable_reason
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def _security_page(
         sessions=_store().list_for_agent(agent_id, session.session_id),
         devices=expect(otp().get(f"/v1/devices/{agent_id}"), 200).get("devices", []),
         security_keys=list_keys(agent_id, factor.get("method")),
-        security_keys_available=relying_party() is not None,
+        security_keys_unavailable=unavailable_reason(),
         password_form=password_form,
         method_form=MethodForm(),
         action_form=ActionForm(),
@@ -229,6 +229,10 @@ def security_confirm():
     expect(response, 200)
 
     session["password_at"] = time.time()
+    if session.pop("reauth_repeat", False):
+        flash(
+            "Password confirmed. Nothing was changed yet, so choose the action again."
+        )
     target = session.pop("reauth_next", None)
     if not target or not target.startswith("/agent/"):
         target = url_for("agent.security")

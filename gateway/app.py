@@ -5,9 +5,14 @@ from __future__ import annotations
 import logging
 
 import requests
-from flask import Flask, g, render_template, request
+from flask import Flask, g, redirect, render_template, request, url_for
 from flask_wtf.csrf import CSRFError, CSRFProtect
-from gatehouse.common.config import env_bool, env_int, env_str, load_settings
+from gatehouse.common.config import (
+    env_bool,
+    env_int,
+    gateway_public_url,
+    load_settings,
+)
 from gatehouse.common.device_cookie import DEFAULT_LIFETIME_DAYS, DeviceCookieCodec
 from gatehouse.common.internal import ServiceClient, ServiceUnavailable
 from gatehouse.common.logs import (
@@ -35,18 +40,9 @@ CONTENT_SECURITY_POLICY = (
 )
 
 
-# Compared with GATEWAY_HOST, never bound to.
-LOCAL_BIND_ADDRESSES = frozenset({"127.0.0.1", "::1", "0.0.0.0", "::"})  # noqa: S104
-
-
 def _defaults() -> dict:
     settings = load_settings()
-    host = env_str("GATEWAY_HOST", "127.0.0.1")
-    port = env_int("GATEWAY_PORT", 8080, 1, 65535)
-    # WebAuthn accepts no IP address as RP ID, so a loopback or wildcard bind
-    # defaults to the name localhost, which browsers treat as a secure context.
-    public_host = "localhost" if host in LOCAL_BIND_ADDRESSES else host
-    public_url = env_str("GATEHOUSE_PUBLIC_URL", f"http://{public_host}:{port}")
+    public_url = gateway_public_url()
     # An https public address means browsers reach the gateway over TLS, even
     # when a proxy in front terminates it, so the cookies must be Secure.
     https = env_bool("GATEWAY_HTTPS", public_url.startswith("https://"))
@@ -126,10 +122,13 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.jinja_env.filters["encryption_label"] = display.encryption_label
     app.jinja_env.filters["utc_time"] = display.utc_time
     app.jinja_env.filters["browser_name"] = display.browser_name
+    app.jinja_env.filters["event_label"] = display.event_label
     _install_request_context(app)
     _install_error_pages(app)
     install_health(app, _readiness_checks(app, redis_client))
     app.register_blueprint(views.blueprint)
+    # Someone who opens the bare address lands on the sign-in page.
+    app.add_url_rule("/", "root", lambda: redirect(url_for("agent.login")))
     if not https and not settings.development:
         log.warning(
             "gateway.plain_http",

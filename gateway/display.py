@@ -12,7 +12,8 @@ _BROWSERS = (
     ("Edge", re.compile(r"\bEdg(e|A|iOS)?/")),
     ("Opera", re.compile(r"\bOPR/")),
     ("Firefox", re.compile(r"\bFirefox/")),
-    ("Chrome", re.compile(r"\b(Chrome|Chromium|CriOS)/")),
+    # Headless Chromium sends "HeadlessChrome/", with no word boundary before "Chrome".
+    ("Chrome", re.compile(r"\b(Headless)?(Chrome|Chromium|CriOS)/")),
     ("Safari", re.compile(r"\bSafari/")),
 )
 _SYSTEMS = (
@@ -24,6 +25,39 @@ _SYSTEMS = (
     ("CrOS", "ChromeOS"),
     ("Linux", "Linux"),
 )
+
+
+# Audit event names as the security page shows them; others show their name.
+EVENT_LABELS = {
+    "login_succeeded": "Password accepted",
+    "login_failed": "Wrong password",
+    "login_throttled": "Sign-in blocked after too many attempts",
+    "login_rejected": "Expired initial password refused",
+    "password_changed": "Password changed",
+    "password_change_failed": "Password change failed",
+    "password_reset_requested": "Password reset link sent",
+    "password_reset_completed": "Password set with a reset link",
+    "second_factor_succeeded": "Second step passed",
+    "second_factor_failed": "Wrong code or key",
+    "second_factor_throttled": "Second step blocked after too many attempts",
+    "second_factor_replayed": "A code was used twice",
+    "second_factor_skipped": "Second step skipped in a remembered browser",
+    "second_factor_reset_by_operator": "Second factor removed by an operator",
+    "factor_enrolled": "Second factor set up",
+    "factor_changed": "Second factor changed",
+    "recovery_code_used": "Recovery code used",
+    "recovery_codes_renewed": "New recovery codes created",
+    "browser_remembered": "Browser remembered",
+    "browser_forgotten": "Remembered browser forgotten",
+    "browsers_forgotten": "All remembered browsers forgotten",
+    "new_browser_signin": "Sign-in from a new browser",
+    "session_ended": "Signed out",
+    "sessions_ended": "Other sessions ended",
+}
+
+
+def event_label(event: str) -> str:
+    return EVENT_LABELS.get(event, event.replace("_", " "))
 
 
 def encryption_label(method: str | None) -> str:

@@ -74,6 +74,19 @@ def describe_wait(seconds: int) -> str:
     return " ".join(parts)
 
 
+def resend_wait_message(answer: dict, recent: str) -> str:
+    """Return the message for an OTP ``resend_too_soon`` answer: ``recent`` starts
+    it when only the short cooldown blocks a new mail."""
+    wait = describe_wait(answer.get("retry_after", 30))
+    if answer.get("hourly_cap"):
+        return (
+            f"No new code can be mailed for {wait}, because the hourly number of "
+            "code mails is used up. The newest code works until it expires; after "
+            "that, sign in with a recovery code or ask your administrator."
+        )
+    return f"{recent}: use that one, or ask for a new one in {wait}."
+
+
 def throttled_message(retry_after: int) -> str:
     return (
         f"Too many attempts. Please wait {describe_wait(retry_after)} before "
@@ -137,6 +150,9 @@ def requires_recent_password(view):
         if time.time() - session.get("password_at", 0) <= window:
             return view(*args, **kwargs)
         session["reauth_next"] = request.path if request.method == "GET" else None
+        # A form post cannot be replayed after the password page, so the agent
+        # is asked to repeat it.
+        session["reauth_repeat"] = request.method != "GET"
         return redirect(url_for("agent.security_confirm"))
 
     return wrapper

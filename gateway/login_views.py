@@ -13,7 +13,6 @@ from .flow import (
     client_ip,
     complete_login,
     current_stage,
-    describe_wait,
     expect,
     identity,
     otp,
@@ -21,6 +20,7 @@ from .flow import (
     redirect_to_stage,
     render_page,
     requires_stage,
+    resend_wait_message,
     send_challenge,
     send_notice,
     stage_after_password,
@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 
 INVALID_CREDENTIALS = "Invalid user name or password."
 INITIAL_EXPIRED = (
-    "Your initial password has expired. Ask an operator to issue a new one."
+    'Your initial password has expired. Set a new one with "Forgot your '
+    'password?", or ask an operator to issue a new one.'
 )
 # The OTP service's error code for a code that was already accepted once.
 REPLAYED_TOKEN = "replayed_token"
@@ -96,11 +97,7 @@ def twofa_verify():
         challenge = session.pop("challenge", None) or {}
         error = notice = None
         if challenge.get("error") == "resend_too_soon":
-            wait = describe_wait(challenge.get("retry_after", 30))
-            notice = (
-                f"We mailed you a code moments ago: use that one, or ask for a new "
-                f"one in {wait}."
-            )
+            notice = resend_wait_message(challenge, "We mailed you a code moments ago")
         elif challenge.get("error"):
             error = challenge.get("message")
         return render_page(
@@ -215,8 +212,7 @@ def twofa_resend():
         return redirect(url_for("agent.twofa_verify"))
     answer = send_challenge()
     if answer.get("error") == "resend_too_soon":
-        wait = describe_wait(answer.get("retry_after", 30))
-        flash(f"A code was sent moments ago. You can ask for a new one in {wait}.")
+        flash(resend_wait_message(answer, "A code was sent moments ago"))
     elif answer.get("error"):
         flash(answer.get("message", "The code could not be sent."))
     else:

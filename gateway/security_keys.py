@@ -11,7 +11,7 @@ import ipaddress
 import json
 from urllib.parse import urlsplit
 
-from flask import current_app, session
+from flask import current_app, request, session
 
 from .flow import expect, otp, throttled_message
 from .forms import SecurityKeyVerifyForm
@@ -61,13 +61,31 @@ def readable_credential(text: str) -> bool:
     )
 
 
+def unavailable_reason() -> str | None:
+    """Return why security keys cannot work for this request, or None if they can.
+
+    A browser runs a ceremony only at the RP ID's host, so a page opened at
+    another name for the gateway (127.0.0.1 for localhost) cannot use a key.
+    """
+    party = relying_party()
+    if party is None:
+        return UNAVAILABLE_MESSAGE
+    rp_id, origin = party
+    if (urlsplit("//" + request.host).hostname or "") != rp_id:
+        return (
+            f"Security keys work only at {origin}. Open {origin}/agent to use "
+            "a security key."
+        )
+    return None
+
+
 def start_ceremony(path: str, body: dict) -> tuple[dict | None, str | None]:
     """Ask the OTP service for options. Return ({"options", "ttl_seconds"}, None),
     or (None, a message for the agent) when no ceremony can start now."""
-    party = relying_party()
-    if party is None:
-        return None, UNAVAILABLE_MESSAGE
-    rp_id, origin = party
+    reason = unavailable_reason()
+    if reason is not None:
+        return None, reason
+    rp_id, origin = relying_party()
     response = otp().post(path, {**body, "rp_id": rp_id, "origin": origin})
     if response.status == 429:
         return None, throttled_message(int(response.body.get("retry_after", 60)))

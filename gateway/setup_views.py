@@ -20,7 +20,6 @@ from .flow import (
     advance_after_password,
     client_ip,
     complete_login,
-    describe_wait,
     expect,
     factor_of,
     identity,
@@ -30,12 +29,13 @@ from .flow import (
     render_page,
     requires_recent_password,
     requires_stage,
+    resend_wait_message,
     send_notice,
     throttled_page,
     user_agent,
 )
 from .forms import MethodForm, NewPasswordForm, ResendForm, TokenForm
-from .security_keys import relying_party
+from .security_keys import unavailable_reason
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def twofa_setup():
             status=400 if form.is_submitted() else 200,
             form=form,
             encryption=_encryption_preview(),
-            security_keys_available=relying_party() is not None,
+            security_keys_unavailable=unavailable_reason(),
         )
     if form.method.data == "app":
         return redirect(url_for("agent.twofa_setup_app"))
@@ -121,8 +121,7 @@ def _start_email_enrollment(email_security: bool):
         },
     )
     if response.status == 429:
-        wait = describe_wait(response.body.get("retry_after", 30))
-        flash(f"A code was sent moments ago. You can ask for a new one in {wait}.")
+        flash(resend_wait_message(response.body, "A code was sent moments ago"))
     elif response.status == 503:
         flash("The code could not be sent. Please try again shortly.")
         return redirect(url_for("agent.twofa_setup"))

@@ -364,7 +364,9 @@ class AgentService:
         if expires_at is not None and utcnow() >= expires_at:
             log.info("identity.initial_password_expired", extra={"agent_id": agent.id})
             raise InitialPasswordExpired(
-                "Your initial password has expired. Ask an operator to issue a new one."
+                "Your initial password has expired. Set a new one with "
+                '"Forgot your password?", or ask an operator to issue a '
+                "new one."
             )
 
     def require_change_if_breached(self, agent: Agent, password: str) -> Agent:

@@ -170,7 +170,10 @@ class RedisEmailTokenStore:
             args=[self._cooldown_ms, self._hourly_cap, reservation, SEND_WINDOW_MS],
         )
         if not allowed:
-            raise ResendTooSoon(retry_after=max(1, -(-int(wait_ms) // 1000)))
+            raise ResendTooSoon(
+                retry_after=max(1, -(-int(wait_ms) // 1000)),
+                hourly_cap=int(wait_ms) > self._cooldown_ms,
+            )
         return reservation
 
     def release_send(self, agent_id: int, purpose: str, reservation: str) -> None:

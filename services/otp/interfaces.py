@@ -58,9 +58,13 @@ class ResendTooSoon(OtpError):
     code = "resend_too_soon"
     message = "A code was sent a moment ago. Wait before requesting another one."
 
-    def __init__(self, retry_after: int, message: str | None = None) -> None:
+    def __init__(
+        self, retry_after: int, message: str | None = None, hourly_cap: bool = False
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        # True when the hourly number of mails, not the short cooldown, blocks.
+        self.hourly_cap = hourly_cap
 
 
 class MailUnavailable(OtpError):

@@ -141,7 +141,11 @@ def _otp_error(error: OtpError):
     status = STATUS_BY_ERROR.get(type(error), 400)
     if isinstance(error, ResendTooSoon):
         response, status = error_response(
-            status, error.code, error.message, retry_after=error.retry_after
+            status,
+            error.code,
+            error.message,
+            retry_after=error.retry_after,
+            hourly_cap=error.hourly_cap,
         )
         response.headers["Retry-After"] = str(error.retry_after)
         return response, status

@@ -149,6 +149,16 @@ def test_list_shows_agents(agentctl):
     assert "alice@example.com" in result.stdout
 
 
+def test_empty_list_names_database(agentctl, cli_env):
+    result = agentctl("agent", "list")
+
+    assert result.returncode == 0
+    data_dir = cli_env["GATEHOUSE_DATA_DIR"]
+    assert (
+        result.stdout.strip() == f"no agents in sqlite:///{data_dir}/identity.sqlite3"
+    )
+
+
 def test_help_describes_commands(agentctl):
     result = agentctl("--help")
     assert result.returncode == 0

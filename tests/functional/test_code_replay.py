@@ -54,8 +54,8 @@ def test_replayed_totp_code_reported(stack, smtp, app_agent):
     # first notice took the whole path already, so a few seconds are plenty.
     time.sleep(3)
     assert len(replay_notices(smtp, agent)) == 1
-    page = wait_for_security_event(owner, "second factor replayed")
-    assert page.text.count("second factor replayed") == 2
+    page = wait_for_security_event(owner, "A code was used twice")
+    assert page.text.count("A code was used twice") == 2
     assert intruder.get("/agent/dashboard").name == "2fa-verify"
 
 
@@ -79,5 +79,5 @@ def test_replayed_email_token_reported(stack, smtp, make_agent):
     assert replay.status == 400
     assert "already used" in replay.text
     smtp.wait_for(agent.email, matching=is_replay_notice)
-    page = wait_for_security_event(owner, "second factor replayed")
-    assert "second factor replayed" in page.text
+    page = wait_for_security_event(owner, "A code was used twice")
+    assert "A code was used twice" in page.text

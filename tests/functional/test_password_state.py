@@ -47,7 +47,8 @@ def test_expired_initial_password_says_so(stack, make_agent, identity_database):
     assert page.name == "login"
     assert page.status == 403
     assert "initial password has expired" in page.text
-    assert "Ask an operator" in page.text
+    assert "ask an operator" in page.text
+    assert "Set a new one with" in page.text
 
 
 def test_expired_initial_wrong_password_generic(stack, make_agent, identity_database):

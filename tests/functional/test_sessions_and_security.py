@@ -397,10 +397,10 @@ def test_security_page_shows_recent_events(stack, make_agent):
     while True:
         page = browser.get("/agent/preferences/security")
         # The gateway queues its events; identity stores them within moments.
-        if "factor enrolled" in page.text or time.monotonic() > deadline:
+        if "Second factor set up" in page.text or time.monotonic() > deadline:
             break
         time.sleep(0.2)
 
-    assert "factor enrolled" in page.text
-    assert "password changed" in page.text
-    assert "login succeeded" in page.text
+    assert "Second factor set up" in page.text
+    assert "Password changed" in page.text
+    assert "Password accepted" in page.text

@@ -1,5 +1,10 @@
 import pytest
-from gatehouse.gateway.display import browser_name, encryption_label, utc_time
+from gatehouse.gateway.display import (
+    browser_name,
+    encryption_label,
+    event_label,
+    utc_time,
+)
 from gatehouse.gateway.flow import describe_wait
 
 FIREFOX = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
@@ -21,6 +26,12 @@ SAFARI_IPHONE = (
         (FIREFOX, "Firefox on Linux"),
         (CHROME, "Chrome on Windows"),
         (EDGE, "Edge on Windows"),
+        (
+            CHROME.replace("Windows NT 10.0; Win64; x64", "X11; Linux x86_64").replace(
+                "Chrome/", "HeadlessChrome/"
+            ),
+            "Chrome on Linux",
+        ),
         (SAFARI_IPHONE, "Safari on iOS"),
         ("python-requests/2.32", "python-requests/2.32"),
         ("", "unknown browser"),
@@ -54,3 +65,9 @@ def test_describe_wait(seconds, expected):
 def test_encryption_label():
     assert encryption_label("smime") == "S/MIME"
     assert encryption_label(None) == "no encryption"
+
+
+def test_event_label_reads_as_words():
+    assert event_label("new_browser_signin") == "Sign-in from a new browser"
+    assert event_label("second_factor_replayed") == "A code was used twice"
+    assert event_label("some_future_event") == "some future event"

@@ -258,6 +258,33 @@ def test_confirm_password_returns_to_requested_page(app, client, services):
     assert services["identity"].calls[-1][2]["password"] == "pw"
 
 
+def test_confirm_after_post_says_repeat_action(app, client, services):
+    app.config["REAUTHENTICATION_WINDOW"] = 0
+    _complete_login(client, services)
+    page = client.get("/agent/preferences/security/confirm")
+    client.post(
+        "/agent/preferences/security/recovery-codes",
+        data={"csrf_token": _csrf(page)},
+    )
+    app.config["REAUTHENTICATION_WINDOW"] = 600
+
+    response = client.post(
+        "/agent/preferences/security/confirm",
+        data={"current_password": "pw", "csrf_token": _csrf(page)},
+        follow_redirects=False,
+    )
+
+    assert response.headers["Location"].endswith("/agent/preferences/security")
+    with client.session_transaction() as session:
+        flashed = [message for _, message in session.get("_flashes", [])]
+    assert flashed == [
+        "Password confirmed. Nothing was changed yet, so choose the action again."
+    ]
+    assert "/v1/factors/7/recovery-codes" not in [
+        path for _method, path, _body in services["otp"].calls
+    ]
+
+
 def test_wrong_confirm_password_rejected(app, client, services):
     app.config["REAUTHENTICATION_WINDOW"] = 0
     _complete_login(client, services)
@@ -361,3 +388,40 @@ def test_session_ids_random_256_bits(app):
     for session_id in ids:
         # secrets.token_urlsafe(32): 32 bytes from the OS CSPRNG, 43 characters.
         assert re.fullmatch(r"[A-Za-z0-9_-]{43}", session_id)
+
+
+def test_bare_address_redirects_to_sign_in(client):
+    response = client.get("/")
+
+    assert response.status_code == 302
+    assert response.headers["Location"].endswith("/agent")
+
+
+def test_hourly_mail_cap_points_to_recovery_code(client, services):
+    services["otp"].answer(
+        "POST",
+        "/v1/challenges",
+        429,
+        {"error": "resend_too_soon", "retry_after": 2700, "hourly_cap": True},
+    )
+    _login(client, services, method="email")
+
+    page = client.get("/agent/2fa").get_data(as_text=True)
+
+    assert "No new code can be mailed for 45 minutes" in page
+    assert "sign in with a recovery code" in page
+    assert "moments ago" not in page
+
+
+def test_cooldown_says_code_was_just_mailed(client, services):
+    services["otp"].answer(
+        "POST",
+        "/v1/challenges",
+        429,
+        {"error": "resend_too_soon", "retry_after": 20, "hourly_cap": False},
+    )
+    _login(client, services, method="email")
+
+    page = client.get("/agent/2fa").get_data(as_text=True)
+
+    assert "We mailed you a code moments ago: use that one" in page

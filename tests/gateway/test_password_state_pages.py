@@ -40,7 +40,8 @@ def test_expired_initial_password_message(client, services):
     assert response.status_code == 403
     assert b'data-page="login"' in response.data
     assert b"Your initial password has expired." in response.data
-    assert b"Ask an operator to issue a new one." in response.data
+    assert b"Set a new one with" in response.data
+    assert b"ask an operator to issue a new one." in response.data
 
 
 def test_breached_password_asks_second_factor_first(client, services):

@@ -465,3 +465,26 @@ def test_verify_page_says_wait_when_challenges_throttled(keys_app, client, servi
     assert "2 minutes" in page
     assert 'data-webauthn="get"' not in page
     assert 'id="recovery-code"' in page
+
+
+def test_keys_unavailable_at_other_host_name(keys_app, client, services):
+    # The test client sends Host: localhost, another name than the public URL's.
+    keys_app.config["PUBLIC_URL"] = "http://help.example.test:8080"
+    _login(client, services, method=None)
+
+    page = client.get("/agent/2fa/setup").get_data(as_text=True)
+
+    assert 'value="webauthn" disabled' in page
+    assert "Open http://help.example.test:8080/agent to use a security key" in page
+    assert "/v1/webauthn/registrations" not in _otp_paths(services)
+
+
+def test_verify_page_at_other_host_names_address(keys_app, client, services):
+    keys_app.config["PUBLIC_URL"] = "http://help.example.test:8080"
+    _login(client, services, method="webauthn")
+
+    page = client.get("/agent/2fa").get_data(as_text=True)
+
+    assert "Security keys work only at http://help.example.test:8080" in page
+    assert 'data-webauthn="get"' not in page
+    assert "/v1/webauthn/authentications" not in _otp_paths(services)

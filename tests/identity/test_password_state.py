@@ -64,7 +64,7 @@ def test_expired_initial_password_rejected(api):
 
     assert response.status_code == 403
     assert response.json["error"] == "initial_password_expired"
-    assert "Ask an operator" in response.json["message"]
+    assert "ask an operator" in response.json["message"]
     assert "login_rejected" in audit_events(api, agent.id)
     assert "login_succeeded" not in audit_events(api, agent.id)
 

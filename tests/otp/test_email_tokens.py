@@ -214,6 +214,7 @@ def test_resend_cooldown(make_api, mail_queue, flows):
     assert too_soon.json["error"] == "resend_too_soon"
     assert too_soon.json["retry_after"] == 1
     assert too_soon.headers["Retry-After"] == "1"
+    assert too_soon.json["hourly_cap"] is False
     assert len(mail_queue.jobs(AGENT)) == 2
 
     time.sleep(1.1)
@@ -238,6 +239,7 @@ def test_resend_hourly_cap(make_api, mail_queue, flows):
     capped = flows.challenge(api)
     assert capped.status_code == 429
     assert capped.json["error"] == "resend_too_soon"
+    assert capped.json["hourly_cap"] is True
     assert 3500 < capped.json["retry_after"] <= 3600
 
 
