@@ -126,7 +126,8 @@ class GatehouseStack:
 
     @property
     def signing_key(self) -> SigningKey:
-        """The gateway's key; the bench calls identity and OTP as the gateway."""
+        """Return the gateway's signing key, because the bench calls identity and
+        OTP as the gateway."""
         variable = signing_key_variable("gateway")
         text = self.env.get(variable)
         if not text:

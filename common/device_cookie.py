@@ -24,7 +24,7 @@ import unicodedata
 from dataclasses import dataclass
 
 # Five entries of 76 characters plus separators fit in 400 bytes. RFC 6265 section
-# 6.1 says browsers SHOULD store at least 4096 bytes per cookie.
+# 6.1 asks browsers to store at least 4096 bytes per cookie.
 MAX_ENTRIES = 5
 MAX_COOKIE_LENGTH = 1024
 DEFAULT_LIFETIME_DAYS = 180

@@ -20,8 +20,8 @@ from .flow import (
     requires_recent_password,
     requires_stage,
     send_notice,
-    throttled_message,
     throttled_page,
+    throttled_response,
     user_agent,
 )
 from .forms import ActionForm, ChangePasswordForm, ConfirmPasswordForm, MethodForm
@@ -95,9 +95,9 @@ def security_password():
         },
     )
     if response.status == 429:
-        retry_after = int(response.body.get("retry_after", 60))
-        page = _security_page(form, status=429, error=throttled_message(retry_after))
-        return page[0], 429, {"Retry-After": str(retry_after)}
+        return throttled_response(
+            response, lambda error: _security_page(form, status=429, error=error)
+        )
     if response.status in (400, 403):
         return _security_page(form, status=400, error=response.body.get("message"))
     expect(response, 200)

@@ -75,8 +75,8 @@ def describe_wait(seconds: int) -> str:
 
 
 def resend_wait_message(answer: dict, recent: str) -> str:
-    """Return the message for an OTP ``resend_too_soon`` answer: ``recent`` starts
-    it when only the short cooldown blocks a new mail."""
+    """Return the message for an OTP ``resend_too_soon`` response body. When only
+    the short cooldown blocks a new mail, the message starts with ``recent``."""
     wait = describe_wait(answer.get("retry_after", 30))
     if answer.get("hourly_cap"):
         return (
@@ -92,6 +92,14 @@ def throttled_message(retry_after: int) -> str:
         f"Too many attempts. Please wait {describe_wait(retry_after)} before "
         f"trying again."
     )
+
+
+def throttled_response(response: ServiceResponse, render) -> tuple:
+    """Return the page that ``render(error)`` builds as a 429 carrying the
+    Retry-After of the throttled service ``response``."""
+    retry_after = int(response.body.get("retry_after", 60))
+    body = render(throttled_message(retry_after))[0]
+    return body, 429, {"Retry-After": str(retry_after)}
 
 
 def throttled_page(template: str, page: str, retry_after: int, **context):

@@ -27,7 +27,7 @@ from .flow import (
     requires_recent_password,
     requires_stage,
     send_notice,
-    throttled_message,
+    throttled_response,
 )
 from .forms import (
     ActionForm,
@@ -107,9 +107,9 @@ def twofa_setup_security_key():
         },
     )
     if response.status == 429:
-        retry_after = int(response.body.get("retry_after", 60))
-        page = _setup_page(form, status=429, error=throttled_message(retry_after))
-        return page[0], 429, {"Retry-After": str(retry_after)}
+        return throttled_response(
+            response, lambda error: _setup_page(form, status=429, error=error)
+        )
     if response.status in (400, 409):
         record_audit(
             "second_factor_failed",
@@ -163,9 +163,7 @@ def twofa_verify_security_key():
     )
     if response.status == 429:
         record_audit("second_factor_throttled")
-        retry_after = int(response.body.get("retry_after", 60))
-        page = _verify_page(429, throttled_message(retry_after))
-        return page[0], 429, {"Retry-After": str(retry_after)}
+        return throttled_response(response, lambda error: _verify_page(429, error))
     if response.status in (400, 409):
         reason = response.body.get("error")
         record_audit("second_factor_failed", {"reason": reason, "method": "webauthn"})

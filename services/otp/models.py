@@ -51,8 +51,8 @@ class RecoveryCodeRow(Base):
     )
     # Hex HMAC-SHA256 of the normalized code; the code itself is never stored.
     code_hash: Mapped[str] = mapped_column(String(64))
-    # Hex random salt of the code and the id of the HMAC key; both are NULL in
-    # rows written before per-code salts, which hash only agent id and code.
+    # Hex random salt of the code and the id of the HMAC key. Both are NULL in
+    # rows written before per-code salts, because those hash only agent id and code.
     salt: Mapped[str | None] = mapped_column(String(32), nullable=True)
     key_id: Mapped[str | None] = mapped_column(String(16), nullable=True)
     used_at: Mapped[datetime | None] = mapped_column(
